@@ -1,0 +1,53 @@
+# PaCa Serve — every target does its own set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+TOOLS_VENV := .venv-tools
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help setup tools run test lint format demo-models clean gpu-check
+
+help:
+	@echo "make run    - set up .venv and serve the embedded default models on http://$(HOST):$(PORT)"
+	@echo "make test   - set up .venv (+ .venv-tools for protocol clients) and run the test suite"
+	@echo "make lint   - ruff"
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Protocol clients and load tools conflict with the main pins (tritonclient downgrades protobuf).
+$(TOOLS_STAMP): requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install -q -r requirements-tools.txt
+	bash scripts/install-perf-analyzer.sh $(TOOLS_VENV) || echo "perf_analyzer not installed; its tests will skip"
+	touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)
+
+demo-models: $(STAMP)
+	$(VENV)/bin/paca demo ensure
+
+run: $(STAMP) demo-models
+	$(VENV)/bin/paca serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP) $(TOOLS_STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+gpu-check:
+	bash scripts/gpu-check.sh
+
+clean:
+	rm -rf $(VENV) $(TOOLS_VENV) build *.egg-info
