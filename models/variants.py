@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.paca_vit import PaCaConfig
+from models.config import PaCaConfig
 
 TINY_DIMS = (96, 192, 320, 384)
 SMALL_DIMS = TINY_DIMS
