@@ -66,8 +66,8 @@ def read_checkpoint_file(path: str | os.PathLike) -> object:
             f"safetensors.torch.save_file(sd, 'model.safetensors')`, and load that instead. "
             f"Loader message: {str(exc).splitlines()[0]}"
         ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+    except Exception as exc:  # the unpickler signals corrupt input with many exception types
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}") from exc
 
 
 def unwrap_state_dict(obj: object) -> StateDict:
