@@ -64,10 +64,17 @@ def read_checkpoint_file(path: str | os.PathLike) -> object:
             f"(torch.load weights_only=True). If you trust the file, convert it once, offline, to safetensors "
             f"in a separate environment, e.g. `sd = torch.load(path, weights_only=False)['state_dict']; "
             f"safetensors.torch.save_file(sd, 'model.safetensors')`, and load that instead. "
-            f"Loader message: {str(exc).splitlines()[0]}"
+            f"Refused: {_unpickler_reason(exc)}"
         ) from exc
     except Exception as exc:  # the unpickler signals corrupt input with many exception types
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}") from exc
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """The line of torch's long message that names the refused object."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return next((line.split(":", 1)[1].strip() for line in lines if "WeightsUnpickler error" in line),
+                lines[0] if lines else type(exc).__name__)
 
 
 def unwrap_state_dict(obj: object) -> StateDict:

@@ -167,8 +167,9 @@ def test_pickled_objects_are_refused_without_running_them(tmp_path: Path, golden
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"head.bias": golden["head.bias"]}, "hook": _Exploit(marker)}, path)
     assert not marker.exists()
-    with pytest.raises(CheckpointError, match="safetensors"):
+    with pytest.raises(CheckpointError, match="safetensors") as info:
         read_checkpoint_file(path)
+    assert "io.open" in str(info.value)
     assert not marker.exists()
 
 
