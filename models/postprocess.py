@@ -1,0 +1,128 @@
+"""Model outputs → answers in the original image's pixels (numpy only, no torch): cross-team contract 2.
+
+- `rescale_boxes`: boxes from the resized input frame back to original pixels (mmdet `rescale=True`).
+- `paste_masks`: 28×28 RoI mask probabilities → full-image boolean masks, the mmdet way: bilinear
+  sampling (align_corners=False, zero outside) at pixel centres relative to the exact float box, then
+  `≥ threshold` (detector-mapping.md §3b.6). torchvision's integer-box paste differs visibly on small boxes.
+- `segmentation_label_map`: 1/4-resolution class logits → label map of the original image, the mmseg
+  way: bilinear upsample to the model input, crop the padding, bilinear resize to the original, argmax.
+
+Bilinear resampling is separable, so every resize here is a pair of small interpolation matrices
+(one per axis) applied with matrix products; chaining resizes multiplies the matrices.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+ROW_CHUNK = 256  # output rows per block when building label maps (bounds memory to K × 256 × W)
+
+
+def rescale_boxes(boxes: np.ndarray, scale_yx: tuple[float, float]) -> np.ndarray:
+    """(K, 4) x1, y1, x2, y2 in the resized frame → original pixels (divide by the per-axis scale)."""
+    boxes = np.asarray(boxes, dtype=np.float32)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (K, 4), got {boxes.shape}")
+    scale_y, scale_x = scale_yx
+    if scale_y <= 0 or scale_x <= 0:
+        raise ValueError(f"scale_yx must be positive, got {scale_yx}")
+    return boxes / np.array([scale_x, scale_y, scale_x, scale_y], dtype=np.float32)
+
+
+def _sampling_matrix(coords: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear weights (len(coords), size) for sampling a length-`size` signal at continuous pixel
+    coordinates `coords` (pixel i has its centre at i); samples outside the signal count as 0."""
+    low = np.floor(coords)
+    frac = coords - low
+    low = low.astype(np.int64)
+    weights = np.zeros((coords.shape[0], size), dtype=np.float64)
+    rows = np.arange(coords.shape[0])
+    for index, weight in ((low, 1.0 - frac), (low + 1, frac)):
+        inside = (index >= 0) & (index < size)
+        np.add.at(weights, (rows[inside], index[inside]), weight[inside])
+    return weights
+
+
+def paste_masks(mask_probs: np.ndarray, boxes_original: np.ndarray, original_hw: tuple[int, int],
+                threshold: float = 0.5) -> np.ndarray:
+    """(K, m, m) RoI mask probabilities + (K, 4) boxes in original pixels → bool (K, H, W).
+
+    Pixel (y, x) samples the RoI mask at ((x + 0.5 − x1) / (x2 − x1)) · m − 0.5 (and likewise in y),
+    bilinearly with zeros outside the mask — `grid_sample(align_corners=False)` of mmdet's
+    `_do_paste_mask` — and is foreground where the sample is ≥ `threshold`.
+    """
+    mask_probs = np.asarray(mask_probs)
+    boxes_original = np.asarray(boxes_original, dtype=np.float64)
+    if mask_probs.ndim != 3:
+        raise ValueError(f"mask_probs must have shape (K, m, m), got {mask_probs.shape}")
+    if boxes_original.shape != (mask_probs.shape[0], 4):
+        raise ValueError(f"boxes_original must have shape ({mask_probs.shape[0]}, 4), got {boxes_original.shape}")
+    height, width = (int(v) for v in original_hw)
+    out = np.zeros((mask_probs.shape[0], height, width), dtype=bool)
+    mask_h, mask_w = mask_probs.shape[1:]
+    for k, (x1, y1, x2, y2) in enumerate(boxes_original):
+        # Pixels more than one pixel outside the box sample < 0.5·p ≤ threshold: skip them (mmdet does too).
+        col0, col1 = max(math.floor(x1) - 1, 0), min(math.ceil(x2) + 1, width)
+        row0, row1 = max(math.floor(y1) - 1, 0), min(math.ceil(y2) + 1, height)
+        if col1 <= col0 or row1 <= row0 or not (x2 > x1 and y2 > y1):
+            continue
+        xs = (np.arange(col0, col1) + 0.5 - x1) / (x2 - x1) * mask_w - 0.5
+        ys = (np.arange(row0, row1) + 0.5 - y1) / (y2 - y1) * mask_h - 0.5
+        sampled = _sampling_matrix(ys, mask_h) @ mask_probs[k].astype(np.float64) @ _sampling_matrix(xs, mask_w).T
+        out[k, row0:row1, col0:col1] = sampled >= threshold
+    return out
+
+
+def _resize_matrix(out_size: int, in_size: int) -> np.ndarray:
+    """(out_size, in_size) weights of PyTorch bilinear resizing with align_corners=False."""
+    src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+    src = np.clip(src, 0.0, in_size - 1)  # PyTorch clamps at the borders (edge replication)
+    low = np.floor(src).astype(np.int64)
+    high = np.minimum(low + 1, in_size - 1)
+    frac = src - low
+    weights = np.zeros((out_size, in_size), dtype=np.float64)
+    rows = np.arange(out_size)
+    np.add.at(weights, (rows, low), 1.0 - frac)
+    np.add.at(weights, (rows, high), frac)
+    return weights
+
+
+def _default_input_hw(logits_hw: tuple[int, int], resized_hw: tuple[int, int]) -> tuple[int, int]:
+    """The model input size behind stride-4 logits: the resized size when nothing was padded beyond it,
+    else 4·(h, w) (inputs padded to a multiple of 4 or more)."""
+    if all(math.ceil(r / 4) == n for r, n in zip(resized_hw, logits_hw, strict=True)):
+        return resized_hw
+    return (4 * logits_hw[0], 4 * logits_hw[1])
+
+
+def segmentation_label_map(seg_logits: np.ndarray, resized_hw: tuple[int, int], original_hw: tuple[int, int],
+                           input_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """(K, h, w) logits at 1/4 of the model input → int64 (H, W) class indices of the original image.
+
+    Steps (mmseg `predict` + `postprocess_result`): bilinear upsample to the model input size
+    `input_hw` (default: see `_default_input_hw`), crop to the unpadded `resized_hw` (padding is
+    bottom/right), bilinear resize to `original_hw`, argmax over K. Each step is linear per axis, so
+    the three are folded into one matrix per axis and applied in row blocks.
+    """
+    seg_logits = np.asarray(seg_logits)
+    if seg_logits.ndim != 3:
+        raise ValueError(f"seg_logits must have shape (K, h, w), got {seg_logits.shape}")
+    logits_hw = seg_logits.shape[1:]
+    resized_hw = (int(resized_hw[0]), int(resized_hw[1]))
+    input_hw = _default_input_hw(logits_hw, resized_hw) if input_hw is None else input_hw
+    if resized_hw[0] > input_hw[0] or resized_hw[1] > input_hw[1]:
+        raise ValueError(f"resized_hw {resized_hw} is larger than the model input {input_hw}")
+    per_axis = [
+        _resize_matrix(orig, res) @ _resize_matrix(inp, logit)[:res]
+        for orig, res, inp, logit in zip(original_hw, resized_hw, input_hw, logits_hw, strict=True)
+    ]
+    rows_matrix, cols_matrix = per_axis  # (H, h), (W, w)
+    # Columns first (K, h, W), then blocks of output rows, so the (K, H, W) volume never exists at once.
+    by_columns = np.einsum("khw,Ww->khW", seg_logits.astype(np.float64), cols_matrix)
+    label_map = np.empty(tuple(int(v) for v in original_hw), dtype=np.int64)
+    for start in range(0, label_map.shape[0], ROW_CHUNK):
+        block = np.einsum("Hh,khW->kHW", rows_matrix[start:start + ROW_CHUNK], by_columns)
+        label_map[start:start + ROW_CHUNK] = block.argmax(axis=0)
+    return label_map
