@@ -1,0 +1,28 @@
+"""Operations endpoints: liveness, readiness (only after every model warmed up) and Prometheus /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from service.metrics import CONTENT_TYPE
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/v2/health/live", summary="Liveness: 200 while the process serves HTTP")
+async def live() -> JSONResponse:
+    return JSONResponse({"live": True})
+
+
+@router.get("/v2/health/ready", summary="Readiness: 200 once every model is loaded and warmed up; 503 otherwise")
+async def ready(request: Request) -> JSONResponse:
+    is_ready = bool(request.app.state.manager.ready)
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics (Triton nv_* names + latency/batch histograms)")
+async def metrics(request: Request) -> Response:
+    manager = request.app.state.manager
+    body = request.app.state.metrics.render(model.stats for model in manager.models.values())
+    return Response(body, media_type=CONTENT_TYPE)

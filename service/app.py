@@ -1,0 +1,141 @@
+"""FastAPI app factory: routers, error mapping, request ids, and the load → warm-up → serve → drain lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import ServiceError
+from service.logging_setup import request_id_var
+from service.metrics import Metrics
+from service.model_runtime import ModelManager
+from service.repository import RepositoryConfig, load_repository
+from service.settings import ServerSettings
+
+log = logging.getLogger("paca.server")
+access_log = logging.getLogger("paca.access")
+
+API_DESCRIPTION = """
+Serves PaCa-ViT classification, detection and segmentation models with a dynamic batcher.
+
+* `/v1/...`: task API — send images, get top-k classes, detections with COCO RLE masks, segmentation
+  classes (or a PNG label map) and cluster-map explanations.
+* `/v2/...`: KServe v2 / Open Inference Protocol (Triton-compatible: binary tensors, `/config`, `/stats`,
+  classification extension) for tritonclient and perf_analyzer.
+
+Errors are `{"error": "..."}` with a 4xx/5xx status; every response carries `X-Request-ID`.
+"""
+
+
+def create_app(settings: ServerSettings | None = None, repository: RepositoryConfig | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    repository = repository or load_repository(settings.config)
+    metrics = Metrics()
+    manager = ModelManager(repository, on_batch=metrics.observe_batch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="preprocess")
+        grpc_server = None
+        try:
+            await manager.start()
+            if settings.grpc_port:
+                from service.api.grpc_server import start_grpc_server
+
+                grpc_server = await start_grpc_server(app, settings.host, settings.grpc_port)
+            log.info("ready: %d models on http://%s:%s", len(manager.models), settings.host, settings.port)
+            yield
+        finally:
+            log.info("shutting down: draining queues (up to %.0f s)", settings.exit_timeout_s)
+            if grpc_server is not None:
+                await grpc_server.stop(settings.exit_timeout_s)
+            await manager.stop(settings.exit_timeout_s)
+            app.state.pool.shutdown(wait=True)
+            log.info("stopped")
+
+    app = FastAPI(title="PaCa Serve", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.manager = manager
+    app.state.metrics = metrics
+
+    from service.api import ops, rest, v2
+
+    app.include_router(ops.router)
+    app.include_router(rest.router)
+    app.include_router(v2.router)
+    _install_error_handlers(app)
+    _install_request_ids(app)
+    return app
+
+
+def _error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    request_id = request_id_var.get()
+    return JSONResponse({"error": message, "request_id": request_id}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.warning("%s: %s", type(exc).__name__, exc.message)
+        return _error_response(request, exc.status_code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return _error_response(request, 400, f"invalid request: {problems}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error_response(request, 500, f"internal error: {type(exc).__name__}")
+
+
+def _install_request_ids(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def request_ids(request: Request, call_next):
+        incoming = request.headers.get("x-request-id", "")
+        request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-ID"] = request_id
+            return response
+        finally:
+            duration = time.perf_counter() - started
+            _observe(request, status, duration)
+            access_log.info(
+                "%s %s %d", request.method, request.url.path, status,
+                extra={"method": request.method, "path": request.url.path, "status": status,
+                       "duration_ms": round(duration * 1000, 2), "request_id": request_id},
+            )
+            request_id_var.reset(token)
+
+
+def _observe(request: Request, status: int, duration_s: float) -> None:
+    """Latency histogram per model and API, for inference routes only."""
+    parts = request.url.path.strip("/").split("/")
+    if len(parts) >= 4 and parts[0] in ("v1", "v2") and parts[1] == "models" and request.method == "POST":
+        model = parts[2]
+        if model in request.app.state.manager.models:
+            api = parts[-1]
+            request.app.state.metrics.request_latency.labels(model=model, api=f"{parts[0]}/{api}",
+                                                             status=str(status)).observe(duration_s)

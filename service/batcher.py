@@ -1,0 +1,327 @@
+"""Dynamic batcher: one per model; groups queued requests into backend runs, off the event loop.
+
+Semantics (documented in docs/api.md, after Triton's dynamic batcher and queue policy):
+- A batch closes as soon as it holds `max_batch_size` samples, or when its oldest request has waited
+  `max_queue_delay_ms` (0 = take what is queued right now, never wait).
+- A batch is formed only when an instance is free, so under load batches grow instead of queueing
+  small ones; each instance is one worker thread with its own session.
+- Only requests whose inputs have identical shapes/dtypes (after the batch dimension) and that ask for
+  the same outputs share a batch. Variable-size models (segmentation) therefore batch images that
+  preprocess to the same size; the others run in their own batches — never padded, since PaCa's
+  features depend on padding. Models declared unbatchable (detection: one image per run,
+  contract 1) run one request at a time.
+- The queue is bounded: at `max_queue_size` waiting requests a new one is rejected at once (503 +
+  Retry-After). A request still queued when its deadline passes is answered 504; once it runs it
+  finishes.
+- Draining (shutdown): new requests get 503, queued and running ones complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.backends.base import Backend
+from service.errors import BackendFailure, BadRequest, NotReady, QueueFull, QueueTimeout, ServiceError
+from service.repository import BatchingConfig
+from service.stats import ModelStats
+
+log = logging.getLogger("paca.batcher")
+
+GroupKey = tuple[tuple[tuple[str, tuple[int, ...], str], ...], tuple[str, ...]]
+
+
+@dataclass
+class QueuedRequest:
+    inputs: Mapping[str, np.ndarray]
+    output_names: tuple[str, ...]
+    batch_size: int
+    key: GroupKey
+    deadline: float | None
+    future: asyncio.Future
+    enqueued_ns: int = field(default_factory=time.monotonic_ns)
+    state: str = "queued"  # queued → running | expired | cancelled
+
+
+@dataclass
+class _Instance:
+    index: int
+    backend: Backend
+    executor: ThreadPoolExecutor
+
+
+def group_key(inputs: Mapping[str, np.ndarray], output_names: Sequence[str]) -> GroupKey:
+    signature = tuple(sorted((name, tuple(array.shape[1:]), array.dtype.str) for name, array in inputs.items()))
+    return signature, tuple(output_names)
+
+
+class DynamicBatcher:
+    """Queue + scheduler + instance workers of one model."""
+
+    def __init__(
+        self,
+        model_name: str,
+        backends: Sequence[Backend],
+        *,
+        max_batch_size: int,
+        batching: BatchingConfig,
+        stats: ModelStats,
+        batchable: bool = True,
+        on_batch: object = None,
+    ) -> None:
+        if not backends:
+            raise ValueError("a batcher needs at least one backend instance")
+        self.model_name = model_name
+        self.max_batch_size = max_batch_size if batchable else 1
+        self.batchable = batchable
+        self.config = batching
+        self.stats = stats
+        self._on_batch = on_batch  # callable(batch_size) for the batch-size histogram
+        self._instances = [
+            _Instance(i, backend, ThreadPoolExecutor(1, thread_name_prefix=f"{model_name}-{i}"))
+            for i, backend in enumerate(backends)
+        ]
+        self._queue: deque[QueuedRequest] = deque()
+        self._arrival: asyncio.Event | None = None
+        self._free: asyncio.Queue[_Instance] | None = None
+        self._scheduler: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
+        self._draining = False
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self._arrival = asyncio.Event()
+        self._free = asyncio.Queue()
+        for instance in self._instances:
+            self._free.put_nowait(instance)
+        self._scheduler = asyncio.create_task(self._schedule(), name=f"batcher-{self.model_name}")
+
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse new requests; wait (up to timeout_s) until queued and running ones are answered."""
+        self._draining = True
+        if self._arrival is not None:
+            self._arrival.set()
+        deadline = time.monotonic() + timeout_s
+        while (self._queue or self._running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._draining = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+        for request in self._queue:
+            if not request.future.done():
+                request.future.set_exception(NotReady("server is shutting down"))
+        self._queue.clear()
+        for instance in self._instances:
+            instance.executor.shutdown(wait=True)
+            instance.backend.close()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # ------------------------------------------------------------------------------------------- submit
+    async def submit(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Queue one request (leading dim = its samples) and wait for its outputs.
+
+        `timeout_s` may lower the model's queue timeout when the repository allows overrides.
+        """
+        started = time.monotonic_ns()
+        if self._draining or self._scheduler is None:
+            raise NotReady(f"model {self.model_name!r} is not accepting requests (shutting down or not started)")
+        batch_size = self._validate(inputs)
+        if len(self._queue) >= self.config.max_queue_size:
+            self.stats.record_failure(0, "REJECTED")
+            raise QueueFull(
+                f"model {self.model_name!r}: queue is full ({self.config.max_queue_size} waiting requests)"
+            )
+        deadline = self._deadline(timeout_s)
+        loop = asyncio.get_running_loop()
+        request = QueuedRequest(
+            inputs=inputs,
+            output_names=tuple(output_names),
+            batch_size=batch_size,
+            key=group_key(inputs, output_names),
+            deadline=deadline,
+            future=loop.create_future(),
+        )
+        self._queue.append(request)
+        self.stats.pending = len(self._queue)
+        assert self._arrival is not None
+        self._arrival.set()
+        try:
+            outputs = await self._wait(request)
+        except ServiceError as exc:
+            reason = "REJECTED" if isinstance(exc, QueueTimeout | NotReady) else "BACKEND"
+            self.stats.record_failure(time.monotonic_ns() - started, reason)
+            raise
+        except asyncio.CancelledError:
+            self._forget(request, "cancelled")
+            self.stats.record_failure(time.monotonic_ns() - started, "CANCELED")
+            raise
+        self.stats.record_success(time.monotonic_ns() - started)
+        return outputs
+
+    def _validate(self, inputs: Mapping[str, np.ndarray]) -> int:
+        sizes = {array.shape[0] if array.ndim else 0 for array in inputs.values()}
+        if len(sizes) != 1:
+            raise BadRequest("all inputs of one request must have the same batch size")
+        (batch_size,) = sizes
+        if batch_size < 1:
+            raise BadRequest("the batch dimension must be at least 1")
+        if batch_size > self.max_batch_size:
+            raise BadRequest(
+                f"batch of {batch_size} exceeds model {self.model_name!r} max_batch_size {self.max_batch_size}; "
+                "split the request"
+            )
+        return batch_size
+
+    def _deadline(self, timeout_s: float | None) -> float | None:
+        configured = self.config.queue_timeout_ms / 1000.0 if self.config.queue_timeout_ms > 0 else None
+        if timeout_s is not None and self.config.allow_timeout_override:
+            configured = timeout_s if configured is None else min(configured, timeout_s)
+        return None if configured is None else time.monotonic() + configured
+
+    async def _wait(self, request: QueuedRequest) -> dict[str, np.ndarray]:
+        if request.deadline is None:
+            return await request.future
+        remaining = request.deadline - time.monotonic()
+        try:
+            return await asyncio.wait_for(asyncio.shield(request.future), max(remaining, 0.0))
+        except TimeoutError:
+            if request.state == "queued":
+                self._forget(request, "expired")
+                raise QueueTimeout(
+                    f"model {self.model_name!r}: request waited longer than its queue deadline "
+                    f"({self.config.queue_timeout_ms:g} ms or the request's timeout)"
+                ) from None
+            return await request.future  # already running: let it finish
+
+    def _forget(self, request: QueuedRequest, state: str) -> None:
+        if request.state == "queued":
+            request.state = state
+            with contextlib.suppress(ValueError):
+                self._queue.remove(request)
+            self.stats.pending = len(self._queue)
+
+    # ---------------------------------------------------------------------------------------- schedule
+    async def _schedule(self) -> None:
+        assert self._free is not None
+        while True:
+            instance = await self._free.get()
+            batch = await self._next_batch()
+            task = asyncio.create_task(self._execute(instance, batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self) -> list[QueuedRequest]:
+        assert self._arrival is not None
+        delay_ns = int(self.config.max_queue_delay_ms * 1e6)
+        while True:
+            if not self._queue:
+                self._arrival.clear()
+                await self._arrival.wait()
+                continue
+            batch, samples = self._collect()
+            close_at = self._queue[0].enqueued_ns + delay_ns
+            now = time.monotonic_ns()
+            if samples >= self.max_batch_size or now >= close_at or self._draining:
+                break
+            self._arrival.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrival.wait(), (close_at - now) / 1e9)
+        for request in batch:
+            self._queue.remove(request)
+            request.state = "running"
+        self.stats.pending = len(self._queue)
+        return batch
+
+    def _collect(self) -> tuple[list[QueuedRequest], int]:
+        """The oldest request plus later compatible ones, in arrival order, up to max_batch_size samples."""
+        oldest = self._queue[0]
+        batch, samples = [oldest], oldest.batch_size
+        if not self.batchable:
+            return batch, samples
+        for request in list(self._queue)[1:]:
+            if samples >= self.max_batch_size:
+                break
+            if request.key == oldest.key and samples + request.batch_size <= self.max_batch_size:
+                batch.append(request)
+                samples += request.batch_size
+        return batch, samples
+
+    async def _execute(self, instance: _Instance, batch: list[QueuedRequest]) -> None:
+        assert self._free is not None
+        loop = asyncio.get_running_loop()
+        started = time.monotonic_ns()
+        for request in batch:
+            self.stats.record_queue(started - request.enqueued_ns)
+        try:
+            outputs, timings = await loop.run_in_executor(instance.executor, _run_batch, instance.backend, batch)
+        except ServiceError as exc:
+            self._fail(batch, exc)
+        except Exception as exc:
+            log.exception("model %s: backend failed on a batch of %d", self.model_name, len(batch))
+            self._fail(batch, BackendFailure(f"model {self.model_name!r}: inference failed: {exc}"))
+        else:
+            samples = sum(request.batch_size for request in batch)
+            self.stats.record_execution(samples, len(batch), *timings)
+            if callable(self._on_batch):
+                self._on_batch(samples)
+            for request, result in zip(batch, outputs, strict=True):
+                if not request.future.done():
+                    request.future.set_result(result)
+        finally:
+            self._free.put_nowait(instance)
+
+    @staticmethod
+    def _fail(batch: list[QueuedRequest], error: Exception) -> None:
+        for request in batch:
+            if not request.future.done():
+                request.future.set_exception(error)
+
+
+def _run_batch(
+    backend: Backend, batch: list[QueuedRequest]
+) -> tuple[list[dict[str, np.ndarray]], tuple[int, int, int]]:
+    """Worker thread: concatenate → infer → split back per request. Returns outputs and phase timings (ns)."""
+    t0 = time.monotonic_ns()
+    names = batch[0].inputs.keys()
+    if len(batch) == 1:
+        inputs = {name: np.ascontiguousarray(batch[0].inputs[name]) for name in names}
+    else:
+        inputs = {name: np.concatenate([request.inputs[name] for request in batch]) for name in names}
+    t1 = time.monotonic_ns()
+    outputs = backend.infer(inputs, batch[0].output_names)
+    t2 = time.monotonic_ns()
+    if len(batch) == 1:
+        split = [outputs]
+    else:
+        total = sum(request.batch_size for request in batch)
+        for name, array in outputs.items():
+            if array.shape[:1] != (total,):
+                raise BackendFailure(f"output {name!r} has shape {array.shape}; expected a leading batch of {total}")
+        split, offset = [], 0
+        for request in batch:
+            end = offset + request.batch_size
+            split.append({name: array[offset:end] for name, array in outputs.items()})
+            offset = end
+    t3 = time.monotonic_ns()
+    return split, (t1 - t0, t2 - t1, t3 - t2)

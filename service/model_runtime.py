@@ -1,0 +1,223 @@
+"""A served model at run time: its backend instances, what the artifact says it is, and its batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from service.backends import Backend, TensorSpec, create_backend
+from service.batcher import DynamicBatcher
+from service.errors import BadRequest, ModelNotFound, NotReady
+from service.model_info import ModelInfo
+from service.repository import ModelConfig, RepositoryConfig
+from service.stats import ModelStats
+
+log = logging.getLogger("paca.models")
+
+FALLBACK_DIR = Path("artifacts/fallback")
+
+
+def ensure_artifact(config: ModelConfig) -> ModelConfig:
+    """The config itself if its artifact exists; else, with a fallback arch, an exported stand-in."""
+    if config.artifact is None or config.artifact.exists() or config.backend != "onnxruntime":
+        return config
+    if config.fallback_arch is None:
+        raise FileNotFoundError(f"model {config.name!r}: artifact {config.artifact} does not exist")
+    target = (config.artifact.parent.parent / "fallback" / f"{config.fallback_arch}.onnx").resolve()
+    banner = "!" * 100
+    log.warning(
+        "%s\nmodel %r: artifact %s is missing; serving arch %s with UNTRAINED (random) weights instead.\n"
+        "Its predictions are meaningless. Run `paca demo ensure` (or `make run`) to build the trained artifacts.\n%s",
+        banner, config.name, config.artifact, config.fallback_arch, banner,
+    )
+    if not target.exists():
+        from export import export_onnx  # torch is imported only on this path
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(config.fallback_arch, target)
+    return config.model_copy(update={"artifact": target})
+
+
+class ServedModel:
+    """One repository entry: load → warm up → serve through the batcher."""
+
+    def __init__(self, config: ModelConfig, *, on_batch: Callable[[str, int], None] | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.stats = ModelStats(config.name, config.version)
+        self.backends: list[Backend] = []
+        self.info: ModelInfo | None = None
+        self.batcher: DynamicBatcher | None = None
+        self.ready = False
+        self.error: str | None = None
+        self._on_batch = on_batch
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def load(self) -> None:
+        """Blocking: open one backend per instance and read the model's self-description."""
+        config = ensure_artifact(self.config)
+        self.config = config
+        self.backends = [create_backend(config, i) for i in range(config.instances)]
+        first = self.backends[0]
+        self.info = ModelInfo.from_metadata(
+            first.metadata(), [o.name for o in first.outputs()], task_override=config.task
+        )
+        if "pixel_values" not in {i.name for i in first.inputs()}:
+            raise ValueError(f"model {self.name!r}: the artifact has no 'pixel_values' input")
+        log.info("model %s loaded: task=%s arch=%s backend=%s instances=%d", self.name, self.info.task,
+                 self.info.arch, config.backend, config.instances)
+
+    def start(self) -> None:
+        assert self.info is not None
+        on_batch = self._on_batch
+        self.batcher = DynamicBatcher(
+            self.name,
+            self.backends,
+            max_batch_size=self.max_batch_size,
+            batching=self.config.batching,
+            stats=self.stats,
+            batchable=self.batchable,
+            on_batch=(lambda size: on_batch(self.name, size)) if on_batch else None,
+        )
+        self.batcher.start()
+
+    def warmup(self) -> int:
+        """Blocking: run every served batch size (and warm-up image size) on every instance once or more."""
+        if not self.config.warmup.enabled:
+            return 0
+        runs = 0
+        for sample in self._warmup_samples():
+            for batch_size in self.warmup_batch_sizes():
+                inputs = {"pixel_values": np.repeat(sample, batch_size, axis=0)}
+                for backend in self.backends:
+                    for _ in range(self.config.warmup.count):
+                        backend.infer(inputs, self.info.outputs)
+                        runs += 1
+        return runs
+
+    def warmup_batch_sizes(self) -> list[int]:
+        if self.config.warmup.batch_sizes:
+            return [b for b in self.config.warmup.batch_sizes if 1 <= b <= self.max_batch_size]
+        return list(range(1, self.max_batch_size + 1))
+
+    def _warmup_samples(self) -> list[np.ndarray]:
+        from service.pipeline import prepare_decoded
+
+        assert self.info is not None
+        sizes = [self.info.preprocess.fixed_input_size] if self.info.preprocess.fixed_input_size else []
+        sizes = sizes or list(self.config.warmup.image_sizes)
+        samples = []
+        for height, width in sizes:
+            # A smooth gradient, not zeros: detectors should see something box-like to post-process.
+            y, x = np.mgrid[0:height, 0:width]
+            pixels = np.stack([(x * 255 // max(width - 1, 1)), (y * 255 // max(height - 1, 1)),
+                               ((x + y) * 127 // max(width + height - 2, 1))], axis=-1).astype(np.uint8)
+            samples.append(prepare_decoded(Image.fromarray(pixels), self.info).pixel_values)
+        return samples
+
+    async def drain(self, timeout_s: float) -> None:
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.drain(timeout_s)
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.stop()
+
+    # ------------------------------------------------------------------------------------------ facts
+    @property
+    def task(self) -> str:
+        assert self.info is not None
+        return self.info.task
+
+    @property
+    def batchable(self) -> bool:
+        """Detection exports run one image per call (contract 1); the others batch."""
+        return self.info is not None and self.info.task != "detection"
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.config.max_batch_size if self.batchable else 1
+
+    @property
+    def backend_name(self) -> str:
+        return self.config.backend
+
+    @property
+    def platform(self) -> str:
+        return self.backends[0].platform if self.backends else self.config.backend
+
+    def inputs(self) -> Sequence[TensorSpec]:
+        return self.backends[0].inputs()
+
+    def outputs(self) -> Sequence[TensorSpec]:
+        assert self.info is not None
+        by_name = {o.name: o for o in self.backends[0].outputs()}
+        return [by_name[name] for name in self.info.outputs]
+
+    def describe(self) -> dict[str, Any]:
+        info = self.info
+        return {
+            "name": self.name,
+            "task": info.task if info else self.config.task,
+            "backend": self.config.backend,
+            "version": self.config.version,
+            "ready": self.ready,
+            "arch": info.arch if info else None,
+            "labels": info.label_set if info else None,
+            "num_labels": len(info.label_names) if info else None,
+            "max_batch_size": self.max_batch_size,
+            "instances": self.config.instances,
+            "input_size": list(info.preprocess.fixed_input_size or []) or None if info else None,
+            "preprocess": info.preprocess.resize_mode if info else None,
+            "explain_stages": [int(n.removeprefix("clusters_stage")) for n in info.cluster_outputs] if info else [],
+        }
+
+    # ------------------------------------------------------------------------------------------- infer
+    async def infer(
+        self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str], *, timeout_s: float | None = None
+    ) -> dict[str, np.ndarray]:
+        if not self.ready or self.batcher is None:
+            raise NotReady(f"model {self.name!r} is not ready")
+        return await self.batcher.submit(inputs, output_names, timeout_s=timeout_s)
+
+
+class ModelManager:
+    """All served models; the server is ready when every one of them has loaded and warmed up."""
+
+    def __init__(self, repository: RepositoryConfig, *, on_batch: Callable[[str, int], None] | None = None) -> None:
+        self.models: dict[str, ServedModel] = {m.name: ServedModel(m, on_batch=on_batch) for m in repository.models}
+        self.ready = False
+
+    def get(self, name: str, *, task: str | None = None) -> ServedModel:
+        model = self.models.get(name)
+        if model is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ModelNotFound(f"unknown model {name!r}; served models: {known}")
+        if task is not None and model.info is not None and model.task != task:
+            endpoint = {"classification": "classify", "detection": "detect", "segmentation": "segment"}[model.task]
+            raise BadRequest(f"model {name!r} is a {model.task} model; use /v1/models/{name}/{endpoint}")
+        return model
+
+    async def start(self) -> None:
+        """Load and warm up every model (in worker threads), then report ready."""
+        for model in self.models.values():
+            await asyncio.to_thread(model.load)
+            model.start()
+        for model in self.models.values():
+            runs = await asyncio.to_thread(model.warmup)
+            model.ready = True
+            log.info("model %s ready after %d warm-up runs", model.name, runs)
+        self.ready = True
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        self.ready = False
+        await asyncio.gather(*(m.drain(drain_timeout_s) for m in self.models.values()))
+        await asyncio.gather(*(m.stop() for m in self.models.values()))
