@@ -246,8 +246,10 @@ def test_ports_are_named_and_match_the_server_flags(overlay: tuple[str, dict]) -
 def test_gpu_overlay_requests_one_whole_gpu_and_cpu_overlay_none(overlay: tuple[str, dict]) -> None:
     name, resources = overlay
     spec = pod_spec(resources)
-    gpu_limits = [c["resources"].get("limits", {}).get("nvidia.com/gpu") for c in _pod_containers(
-        resources[("Deployment", "paca-serve")])]
+    gpu_limits = [
+        c["resources"].get("limits", {}).get("nvidia.com/gpu")
+        for c in _pod_containers(resources[("Deployment", "paca-serve")])
+    ]
     if name == "cpu":
         assert gpu_limits == [None]
         assert "nodeSelector" not in spec

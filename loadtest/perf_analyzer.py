@@ -1,0 +1,172 @@
+"""Run Triton's perf_analyzer against a PaCa Serve model over KServe v2 HTTP; print a latency/throughput table.
+
+    .venv-tools/bin/python loadtest/perf_analyzer.py -m demo-digits-classifier --concurrency 1 4
+
+perf_analyzer (installed by scripts/install-perf-analyzer.sh as tools/bin/perf_analyzer) reads the model's
+/v2 metadata and /config, then sends binary FP32 tensors (random values) to /infer. Settings that survive a
+busy 2-core machine (environment.md §9.2): count windows (a fixed number of requests per measurement
+instead of a time window) or `-p 2000 --max-trials 5 -s 100`, since the defaults often end with "Failed to
+obtain stable measurement" (exit 2). Loopback targets only. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+DEFAULT_BINARY = REPO_ROOT / "tools" / "bin" / "perf_analyzer"
+sys.path.insert(0, str(HERE))
+from run import require_loopback  # noqa: E402  (sibling module; this folder is not a package)
+
+
+@dataclass(frozen=True)
+class ConcurrencyResult:
+    concurrency: int
+    infer_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    server_queue_ms: float | None
+
+
+def build_command(
+    binary: Path,
+    model: str,
+    url: str,
+    concurrency: list[int],
+    csv_path: Path,
+    *,
+    batch_size: int = 1,
+    request_count: int = 50,
+    shape: str | None = None,
+) -> list[str]:
+    require_loopback(url)
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    target = f"{parts.hostname}:{parts.port or 8000}"
+    low, high = min(concurrency), max(concurrency)
+    step = concurrency[1] - concurrency[0] if len(concurrency) > 1 else 1
+    if list(range(low, high + 1, step)) != sorted(concurrency):
+        raise ValueError(f"concurrency levels must form an arithmetic range, got {concurrency}")
+    command = [
+        str(binary),
+        "-m",
+        model,
+        "-u",
+        target,
+        "-i",
+        "http",
+        "-b",
+        str(batch_size),
+        "--concurrency-range",
+        f"{low}:{high}:{step}",
+        "--measurement-mode",
+        "count_windows",
+        "--measurement-request-count",
+        str(request_count),
+        "--max-trials",
+        "5",
+        "-s",
+        "100",
+        "-f",
+        str(csv_path),
+    ]
+    if shape:
+        command += ["--shape", shape]
+    return command
+
+
+def read_csv(csv_path: Path) -> list[ConcurrencyResult]:
+    """perf_analyzer's -f CSV (latencies in µs), sorted by concurrency."""
+    results = []
+    with csv_path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            queue = row.get("Server Queue")
+            results.append(
+                ConcurrencyResult(
+                    concurrency=int(row["Concurrency"]),
+                    infer_per_s=float(row["Inferences/Second"]),
+                    p50_ms=float(row["p50 latency"]) / 1000,
+                    p95_ms=float(row["p95 latency"]) / 1000,
+                    p99_ms=float(row["p99 latency"]) / 1000,
+                    server_queue_ms=float(queue) / 1000 if queue not in (None, "") else None,
+                )
+            )
+    return sorted(results, key=lambda r: r.concurrency)
+
+
+def format_table(model: str, results: list[ConcurrencyResult]) -> str:
+    header = f"{'model':<28} {'conc':>4} {'infer/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'queue ms':>9}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        queue = f"{r.server_queue_ms:>9.2f}" if r.server_queue_ms is not None else f"{'-':>9}"
+        lines.append(
+            f"{model[:28]:<28} {r.concurrency:>4} {r.infer_per_s:>9.1f} {r.p50_ms:>8.2f} {r.p95_ms:>8.2f} "
+            f"{r.p99_ms:>8.2f} {queue}"
+        )
+    return "\n".join(lines)
+
+
+def run_perf_analyzer(
+    model: str,
+    url: str,
+    concurrency: list[int],
+    out_dir: Path,
+    *,
+    binary: Path = DEFAULT_BINARY,
+    batch_size: int = 1,
+    request_count: int = 50,
+    shape: str | None = None,
+    timeout_s: float = 300,
+) -> list[ConcurrencyResult]:
+    if not binary.exists():
+        raise FileNotFoundError(f"{binary} not found: run `make tools` (scripts/install-perf-analyzer.sh)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / f"perf_analyzer_{model}.csv"
+    command = build_command(
+        binary, model, url, concurrency, csv_path, batch_size=batch_size, request_count=request_count, shape=shape
+    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    (out_dir / f"perf_analyzer_{model}.log").write_text(result.stdout + result.stderr)
+    if result.returncode != 0 or not csv_path.exists():
+        raise RuntimeError(f"perf_analyzer exit {result.returncode}:\n{(result.stdout + result.stderr)[-2000:]}")
+    return read_csv(csv_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", "-m", required=True)
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="server (loopback only)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="levels, an arithmetic range")
+    parser.add_argument("--batch-size", "-b", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=50, help="requests per count window")
+    parser.add_argument("--shape", default=None, help="NAME:dims for variable inputs, e.g. pixel_values:3,128,128")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--binary", type=Path, default=DEFAULT_BINARY)
+    args = parser.parse_args(argv)
+    try:
+        results = run_perf_analyzer(
+            args.model,
+            args.url,
+            args.concurrency,
+            args.out,
+            binary=args.binary,
+            batch_size=args.batch_size,
+            request_count=args.requests,
+            shape=args.shape,
+        )
+    except (ValueError, FileNotFoundError, RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"perf_analyzer: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(args.model, results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
