@@ -1,0 +1,311 @@
+"""Serving overhead, side by side in one run on one ONNX file: raw ONNX Runtime, PaCa Serve, a naive peer.
+
+    .venv/bin/python benchmarks/serving_compare.py --arch pacavit_tiny_p2cconv_100_0 --seconds 10
+
+1. raw: ONNX Runtime in this process, batch 1 back to back (and batch 8), the ceiling any server can reach;
+2. paca-serve: `paca serve` (dynamic batcher, KServe v2 binary tensors over HTTP) driven by a closed-loop
+   client at concurrency 1, 4 and 16;
+3. peer: FastAPI around the same ORT session without batching (benchmarks/serving_peer_fastapi.py), same client.
+
+All three use the same file, the same tensor, the same intra-op threads and ORT thread spinning off
+(environment.md §14: spinning makes sustained load on these machines fall into slow phases). The client runs in
+this process (httpx, asyncio) and shares the CPU with the server, as it would on one machine; compare the
+ratios, not the absolute numbers, and only within one run (shared machines drift ±15 %). Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CACHE = REPO_ROOT / "artifacts" / "bench"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    system: str
+    concurrency: int
+    images: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure_onnx(arch: str | None, onnx: Path | None) -> Path:
+    if onnx is not None:
+        return onnx
+    assert arch is not None
+    path = CACHE / f"{arch}.onnx"
+    if not path.exists():
+        from export.onnx_export import export_onnx
+
+        print(f"exporting {arch} (random weights) to {path} ...", flush=True)
+        export_onnx(arch, path)
+    return path
+
+
+def session_for(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def input_tensor(session: ort.InferenceSession, batch: int) -> np.ndarray:
+    shape = [batch, *(d if isinstance(d, int) else 224 for d in session.get_inputs()[0].shape[1:])]
+    return np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+
+
+def measure_raw(session: ort.InferenceSession, batch: int, seconds: float) -> Measurement:
+    name, output = session.get_inputs()[0].name, session.get_outputs()[0].name
+    tensor = input_tensor(session, batch)
+    for _ in range(3):
+        session.run([output], {name: tensor})
+    latencies, images, start = [], 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        session.run([output], {name: tensor})
+        latencies.append((time.perf_counter() - t0) * 1000)
+        images += batch
+    return Measurement(f"raw ORT batch {batch}", 1, images, time.perf_counter() - start, latencies)
+
+
+async def closed_loop(
+    send: Callable[[httpx.AsyncClient], object], concurrency: int, seconds: float, label: str
+) -> Measurement:
+    """`concurrency` clients, each sending its next request as soon as the previous answered."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+        for _ in range(2):
+            await send(client)  # warm connections
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+        start = time.perf_counter()
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                await send(client)
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return Measurement(label, concurrency, len(latencies), time.perf_counter() - start, latencies)
+
+
+def v2_sender(url: str, model: str, input_name: str, output_name: str, tensor: np.ndarray):
+    raw = tensor.astype("<f4").tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": input_name,
+                    "datatype": "FP32",
+                    "shape": list(tensor.shape),
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": output_name, "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    body = header + raw
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+
+    async def send(client: httpx.AsyncClient) -> None:
+        response = await client.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers)
+        response.raise_for_status()
+
+    return send
+
+
+def peer_sender(url: str, tensor: np.ndarray):
+    raw = tensor.astype("<f4").tobytes()
+
+    async def send(client: httpx.AsyncClient) -> None:
+        response = await client.post(f"{url}/infer", content=raw)
+        response.raise_for_status()
+
+    return send
+
+
+@contextmanager
+def process_until_ready(command: list[str], ready_url: str, log_path: Path, timeout_s: float = 180) -> Iterator[None]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[:3]} exited:\n{log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready after {timeout_s} s:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def serve_command(
+    onnx: Path, model: str, port: int, threads: int, max_batch: int, delay_ms: float, workdir: Path
+) -> list[str]:
+    repository = workdir / "repository.yaml"
+    repository.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {
+                        "name": model,
+                        "artifact": str(onnx),
+                        "max_batch_size": max_batch,
+                        "batching": {
+                            "max_queue_delay_ms": delay_ms,
+                            "max_queue_size": 1024,
+                            "queue_timeout_ms": 120000,
+                        },
+                        "options": {"intra_op_threads": threads, "allow_spinning": False},
+                    }
+                ]
+            }
+        )
+    )
+    args = [
+        "paca",
+        "serve",
+        "--config",
+        str(repository),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--grpc-port",
+        "0",
+        "--log-text",
+        "--log-level",
+        "warning",
+    ]
+    return [sys.executable, "-c", f"import sys; from service.cli import main; sys.argv = {args!r}; main()"]
+
+
+def format_rows(rows: list[Measurement], reference: float) -> str:
+    header = f"{'system':<34} {'conc':>4} {'images':>7} {'img/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs raw':>7}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r.system:<34} {r.concurrency:>4} {r.images:>7} {r.images_per_s:>8.1f} "
+            f"{r.percentile(50):>8.1f} {r.percentile(99):>8.1f} {r.images_per_s / reference:>6.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--onnx", type=Path, help="an exported ONNX file (classification, fixed input size)")
+    source.add_argument(
+        "--arch", default="pacavit_tiny_p2cconv_100_0", help="arch to export (cached in artifacts/bench)"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per row")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads, the same for all systems")
+    parser.add_argument("--max-batch", type=int, default=8, help="PaCa Serve max_batch_size")
+    parser.add_argument("--delay-ms", type=float, default=2.0, help="PaCa Serve max_queue_delay_ms")
+    args = parser.parse_args(argv)
+
+    onnx = ensure_onnx(args.arch if args.onnx is None else None, args.onnx)
+    session = session_for(onnx, args.threads)
+    tensor = input_tensor(session, 1)
+    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+    print(
+        f"model {onnx.name}, input {list(tensor.shape)}, ORT {ort.__version__}, intra-op threads {args.threads}, "
+        f"spinning off, {args.seconds:.0f} s per row, {os.cpu_count()} CPUs",
+        flush=True,
+    )
+
+    rows = [measure_raw(session, 1, args.seconds), measure_raw(session, args.max_batch, args.seconds)]
+    reference = rows[0].images_per_s
+    del session  # the servers get the cores
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        command = serve_command(onnx, "bench", port, args.threads, args.max_batch, args.delay_ms, workdir)
+        with process_until_ready(command, f"{url}/v2/health/ready", workdir / "paca.log"):
+            send = v2_sender(url, "bench", input_name, output_name, tensor)
+            for concurrency in args.concurrency:
+                label = f"paca-serve v2 (batch<={args.max_batch})"
+                rows.append(asyncio.run(closed_loop(send, concurrency, args.seconds, label)))
+                print(format_rows(rows[-1:], reference).splitlines()[-1], flush=True)
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        command = [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "serving_peer_fastapi.py"),
+            str(onnx),
+            str(port),
+            str(args.threads),
+        ]
+        with process_until_ready(command, f"{url}/health", workdir / "peer.log"):
+            send = peer_sender(url, tensor)
+            for concurrency in args.concurrency:
+                rows.append(asyncio.run(closed_loop(send, concurrency, args.seconds, "naive FastAPI + ORT")))
+                print(format_rows(rows[-1:], reference).splitlines()[-1], flush=True)
+
+    print()
+    print(format_rows(rows, reference))
+    paca = {r.concurrency: r for r in rows if r.system.startswith("paca")}
+    peer = {r.concurrency: r for r in rows if r.system.startswith("naive")}
+    print()
+    for concurrency in args.concurrency:
+        ratio = paca[concurrency].images_per_s / peer[concurrency].images_per_s
+        added = paca[concurrency].percentile(50) - statistics.median(rows[0].latencies_ms)
+        print(
+            f"c={concurrency:>2}: paca-serve / peer throughput {ratio:.2f}x; paca-serve p50 adds {added:.1f} ms "
+            f"over raw batch-1 latency"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
