@@ -20,15 +20,18 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # The CPU wheel index first: `torch==2.14.1` then resolves to 2.14.1+cpu (~200 MB) instead of the
 # multi-GB CUDA build that PyPI's default wheel pulls in (docs/environment.md §3-4).
-COPY requirements.txt ./
-RUN python -m pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+# requirements-demo.txt (MNIST subset) only matters if the committed demo weights are missing and get retrained.
+COPY requirements.txt requirements-demo.txt ./
+RUN python -m pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt \
+    && python -m pip install --no-deps -r requirements-demo.txt
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY export ./export
 COPY service ./service
-RUN python -m pip install --no-deps . \
-    && paca demo ensure \
-    && ls -l artifacts/demo
+# Editable, so the demo weights (models/demo/weights, not package data) are found where they are.
+RUN python -m pip install --no-deps -e . \
+    && paca demo ensure --artifacts-dir /src/artifacts/demo \
+    && ls -l /src/artifacts/demo
 
 # ---------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS serve-cpu

@@ -408,6 +408,42 @@ def test_repository_files_cover_the_artifacts_the_image_bakes_in() -> None:
         assert artifact == f"{baked_dir}/{model['name']}.onnx"
 
 
+def test_export_stage_writes_where_the_serving_stages_copy_from() -> None:
+    export_lines = dockerfile_stages()["export"]
+    ensure = next(line for line in export_lines if "paca demo ensure" in line)
+    artifacts_dir = re.search(r"--artifacts-dir\s+(\S+)", ensure).group(1)
+    for stage in ("serve-cpu", "serve-gpu"):
+        baked = next(line for line in dockerfile_stages()[stage] if line.startswith("COPY --from=export"))
+        assert baked.split()[2] == artifacts_dir
+
+
+def _cli_help(*command: str) -> str:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, f"paca {' '.join(command)}: {result.output}"
+    return result.output
+
+
+def test_commands_the_images_and_manifests_run_exist_with_their_flags() -> None:
+    serve_help = _cli_help("serve")
+    for flag in ("--config", "--host", "--port", "--grpc-port"):
+        assert flag in serve_help
+    assert "--artifacts-dir" in _cli_help("demo", "ensure")
+    assert re.search(r"\bversion\b", _cli_help())  # used in the engine cache key
+
+
+def test_engine_build_command_exists_for_the_gpu_image() -> None:
+    from service.cli import app
+
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    if "build-engine" not in commands:
+        pytest.skip("`paca build-engine` (export/) not implemented yet; ensure-engines.sh depends on it")
+    assert "--output" in _cli_help("build-engine")
+
+
 # --- the engine cache script ----------------------------------------------------------------------------------
 
 
