@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -44,20 +47,20 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Models load and warm up in the background: /v2/health/live answers at once, ready turns 200 after.
         app.state.pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="preprocess")
-        grpc_server = None
+        servers: list = []
+        startup = asyncio.create_task(_start_models(app, manager, settings, servers), name="load-models")
         try:
-            await manager.start()
-            if settings.grpc_port:
-                from service.api.grpc_server import start_grpc_server
-
-                grpc_server = await start_grpc_server(app, settings.host, settings.grpc_port)
-            log.info("ready: %d models on http://%s:%s", len(manager.models), settings.host, settings.port)
             yield
         finally:
             log.info("shutting down: draining queues (up to %.0f s)", settings.exit_timeout_s)
-            if grpc_server is not None:
-                await grpc_server.stop(settings.exit_timeout_s)
+            if not startup.done():
+                startup.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await startup
+            for server in servers:
+                await server.stop(settings.exit_timeout_s)
             await manager.stop(settings.exit_timeout_s)
             app.state.pool.shutdown(wait=True)
             log.info("stopped")
@@ -75,6 +78,22 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
     _install_error_handlers(app)
     _install_request_ids(app)
     return app
+
+
+async def _start_models(app: FastAPI, manager: ModelManager, settings: ServerSettings, servers: list) -> None:
+    try:
+        await manager.start()
+        if settings.grpc_port:
+            from service.api.grpc_server import start_grpc_server
+
+            servers.append(await start_grpc_server(app, settings.host, settings.grpc_port))
+    except Exception:
+        log.exception("model loading failed")
+        if settings.exit_on_error:
+            log.error("exiting: a model failed to load (set PACA_EXIT_ON_ERROR=false to stay up, never ready)")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return
+    log.info("ready: %d models on http://%s:%s", len(manager.models), settings.host, settings.port)
 
 
 def _error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -39,7 +39,7 @@ log = logging.getLogger("paca.batcher")
 GroupKey = tuple[tuple[tuple[str, tuple[int, ...], str], ...], tuple[str, ...]]
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: the queue removes *this* request, never compares arrays
 class QueuedRequest:
     inputs: Mapping[str, np.ndarray]
     output_names: tuple[str, ...]
@@ -226,7 +226,15 @@ class DynamicBatcher:
         assert self._free is not None
         while True:
             instance = await self._free.get()
-            batch = await self._next_batch()
+            try:
+                batch = await self._next_batch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a scheduler that dies silently would hang every request: log and go on
+                log.exception("model %s: batch formation failed", self.model_name)
+                self._free.put_nowait(instance)
+                await asyncio.sleep(0.01)
+                continue
             task = asyncio.create_task(self._execute(instance, batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)

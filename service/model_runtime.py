@@ -196,11 +196,13 @@ class ModelManager:
         self.models: dict[str, ServedModel] = {m.name: ServedModel(m, on_batch=on_batch) for m in repository.models}
         self.ready = False
 
-    def get(self, name: str, *, task: str | None = None) -> ServedModel:
+    def get(self, name: str, *, task: str | None = None, ready: bool = True) -> ServedModel:
         model = self.models.get(name)
         if model is None:
             known = ", ".join(sorted(self.models)) or "none"
             raise ModelNotFound(f"unknown model {name!r}; served models: {known}")
+        if ready and not model.ready:
+            raise NotReady(f"model {name!r} is not ready (loading or warming up)")
         if task is not None and model.info is not None and model.task != task:
             endpoint = {"classification": "classify", "detection": "detect", "segmentation": "segment"}[model.task]
             raise BadRequest(f"model {name!r} is a {model.task} model; use /v1/models/{name}/{endpoint}")

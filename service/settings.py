@@ -26,4 +26,4 @@ class ServerSettings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest decoded image (width × height)")
     max_images_per_request: int = Field(64, ge=1)
     exit_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for accepted requests")
-    strict_readiness: bool = True
+    exit_on_error: bool = Field(True, description="stop the server when a model fails to load")

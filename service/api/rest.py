@@ -97,7 +97,7 @@ async def list_models(request: Request) -> dict[str, Any]:
             summary="Describe one model")
 async def describe_model(name: str, request: Request) -> dict[str, Any]:
     manager, _ = _state(request)
-    return manager.get(name).describe()
+    return manager.get(name, ready=False).describe()
 
 
 @router.post("/models/{name}/classify", response_model=schemas.ClassifyResponse, responses=ERRORS_DOC,
