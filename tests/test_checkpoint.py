@@ -217,3 +217,35 @@ def test_arch_converter_and_ignored_prefixes_apply_after_unwrapping() -> None:
     converted = to_arch_layout(raw, spec)
     assert all(not key.startswith("module.") for key in seen)
     assert set(converted) == {f"body.{key}" for key in reference}
+
+
+def manifest_checkpoint(reference_dir: Path, manifest: str) -> dict[str, object]:
+    """An mmengine-style checkpoint with exactly the official manifest's keys and shapes (meta tensors)."""
+    import json
+
+    entries = json.loads((reference_dir / f"{manifest}.keys.json").read_text())["keys"]
+    dtypes = {"float32": torch.float32, "int64": torch.int64}
+    state = {e["key"]: torch.empty(e["shape"], dtype=dtypes[e["dtype"]], device="meta") for e in entries}
+    return {"meta": {"mmseg_version": "1.2.2"}, "state_dict": state}
+
+
+@pytest.mark.parametrize(("arch", "manifest"), [
+    ("upernet_pacavit_tiny_p2cconv_100_0", "segmentor_upernet_pacavit_tiny_p2cconv_100_0_ade20k"),
+    ("pacahead_pacavit_tiny_p2cconv_100_0", "segmentor_pacahead_pacavit_tiny_p2cconv_100_0_ade20k"),
+])
+def test_official_segmentor_layouts_fit_through_the_loader(reference_dir: Path, arch: str, manifest: str) -> None:
+    """The generic pipeline on the real archs: UperNet's `auxiliary_head.*` is the only thing dropped."""
+    from models.checkpoint import check_fits, expected_layout
+
+    spec = models.get_arch(arch)
+    with torch.device("meta"):
+        layout = expected_layout(spec.factory())
+    converted = to_arch_layout(manifest_checkpoint(reference_dir, manifest), spec)
+    check_fits(converted, layout, what=arch)
+    assert list(converted) == list(layout)
+
+
+def test_detector_checkpoint_into_classifier_names_the_problem(reference_dir: Path) -> None:
+    raw = manifest_checkpoint(reference_dir, "mask_rcnn_pacavit_tiny_p2cconv_100_0_coco")
+    with pytest.raises(CheckpointError, match=r"downstream .* checkpoint.*237 `backbone"):
+        to_arch_layout(raw, models.get_arch(ARCH))

@@ -85,7 +85,7 @@ def test_half_pixel_crop_offset_rounds_half_to_even() -> None:
         ((500, 281), (1333, 749), (1344, 768)),  # portrait, bounded by the long side 1333
         ((500, 375), (1067, 800), (1088, 800)),  # detector-mapping.md §6, image 2
         ((800, 1333), (800, 1333), (800, 1344)),  # already in place: no resize
-        ((2000, 3000), (800, 1200), (800, 1216)),  # downscaling
+        ((1000, 1500), (800, 1200), (800, 1216)),  # downscaling
     ],
 )
 def test_detection_keep_ratio_sizes_and_padding(original_hw, resized_hw, input_hw) -> None:
