@@ -110,3 +110,16 @@ def test_perturbed_weights_match_golden(reference_dir: Path, golden_io) -> None:
     assert logits.argmax(dim=1).tolist() == [809, 268]
     torch.testing.assert_close(assignments[0].flatten(2), golden_io["cluster_assignment_stage1_block0_perturbed"],
                                atol=ASSIGNMENT_ATOL, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_golden_parity_on_cuda(reference_dir: Path, golden_io) -> None:
+    """The same golden data on the GPU in float32 (TF32 off, so matmuls stay IEEE float32)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model = models.build(ARCH, reference_dir / GOLDEN_WEIGHTS).cuda()
+    logits, assignments = models.cluster_maps(model, golden_io["input"].cuda())
+    torch.testing.assert_close(logits.cpu(), golden_io["logits"], atol=STAGE_ATOL, rtol=0)
+    torch.testing.assert_close(assignments[0].flatten(2).cpu(), golden_io["cluster_assignment_stage1_block0"],
+                               atol=ASSIGNMENT_ATOL, rtol=1e-3)
