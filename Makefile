@@ -15,9 +15,10 @@ help:
 	@echo "make test   - set up .venv (+ .venv-tools for protocol clients) and run the test suite"
 	@echo "make lint   - ruff"
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-demo.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-demo.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
