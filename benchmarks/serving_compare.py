@@ -5,7 +5,9 @@
 1. raw: ONNX Runtime in this process, batch 1 back to back (and batch 8), the ceiling any server can reach;
 2. paca-serve: `paca serve` (dynamic batcher, KServe v2 binary tensors over HTTP) driven by a closed-loop
    client at concurrency 1, 4 and 16;
-3. peer: FastAPI around the same ORT session without batching (benchmarks/serving_peer_fastapi.py), same client.
+3. peers, same client: FastAPI around the same ORT session without batching (benchmarks/serving_peer_fastapi.py)
+   and, if tools/venv-pytriton exists, Triton Inference Server via PyTriton with its dynamic batcher set like ours
+   (benchmarks/serving_peer_pytriton.py) over the same v2 binary request.
 
 All three use the same file, the same tensor, the same intra-op threads and ORT thread spinning off
 (environment.md §14: spinning makes sustained load on these machines fall into slow phases). The client runs in
@@ -159,8 +161,10 @@ def peer_sender(url: str, tensor: np.ndarray):
 
 
 @contextmanager
-def process_until_ready(command: list[str], ready_url: str, log_path: Path, timeout_s: float = 180) -> Iterator[None]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def process_until_ready(
+    command: list[str], ready_url: str, log_path: Path, timeout_s: float = 180, env_extra: dict[str, str] | None = None
+) -> Iterator[None]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     with log_path.open("w") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -226,6 +230,46 @@ def serve_command(
     return [sys.executable, "-c", f"import sys; from service.cli import main; sys.argv = {args!r}; main()"]
 
 
+def run_pytriton(
+    args: argparse.Namespace,
+    onnx: Path,
+    tensor: np.ndarray,
+    input_name: str,
+    output_name: str,
+    workdir: Path,
+    reference: float,
+) -> list[Measurement]:
+    """Triton's own dynamic batcher (PyTriton) with the same batch limit and delay as PaCa Serve."""
+    libdir = subprocess.run(
+        [str(args.pytriton), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    home = workdir / "pytriton-home"
+    home.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        str(args.pytriton),
+        str(REPO_ROOT / "benchmarks" / "serving_peer_pytriton.py"),
+        str(onnx),
+        str(port),
+        str(args.threads),
+        str(args.max_batch),
+        str(int(args.delay_ms * 1000)),
+    ]
+    env = {"LD_LIBRARY_PATH": libdir, "PYTRITON_HOME": str(home)}
+    rows = []
+    with process_until_ready(command, f"{url}/v2/models/bench/ready", workdir / "pytriton.log", env_extra=env):
+        send = v2_sender(url, "bench", input_name, output_name, tensor)
+        for concurrency in args.concurrency:
+            label = f"Triton (PyTriton) v2 (batch<={args.max_batch})"
+            rows.append(asyncio.run(closed_loop(send, concurrency, args.seconds, label)))
+            print(format_rows(rows[-1:], reference).splitlines()[-1], flush=True)
+    return rows
+
+
 def format_rows(rows: list[Measurement], reference: float) -> str:
     header = f"{'system':<34} {'conc':>4} {'images':>7} {'img/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs raw':>7}"
     lines = [header, "-" * len(header)]
@@ -248,7 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads, the same for all systems")
     parser.add_argument("--max-batch", type=int, default=8, help="PaCa Serve max_batch_size")
-    parser.add_argument("--delay-ms", type=float, default=2.0, help="PaCa Serve max_queue_delay_ms")
+    parser.add_argument("--delay-ms", type=float, default=2.0, help="max_queue_delay_ms (PaCa Serve and Triton)")
+    parser.add_argument(
+        "--pytriton",
+        type=Path,
+        default=REPO_ROOT / "tools" / "venv-pytriton" / "bin" / "python",
+        help="Python of a venv with nvidia-pytriton + onnxruntime (peer 2; skipped if absent)",
+    )
     args = parser.parse_args(argv)
 
     onnx = ensure_onnx(args.arch if args.onnx is None else None, args.onnx)
@@ -292,17 +342,29 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(asyncio.run(closed_loop(send, concurrency, args.seconds, "naive FastAPI + ORT")))
                 print(format_rows(rows[-1:], reference).splitlines()[-1], flush=True)
 
+        if args.pytriton.exists():
+            rows += run_pytriton(args, onnx, tensor, input_name, output_name, workdir, reference)
+        else:
+            print(f"(PyTriton peer skipped: {args.pytriton} not found; see benchmarks/serving_peer_pytriton.py)")
+
     print()
     print(format_rows(rows, reference))
     paca = {r.concurrency: r for r in rows if r.system.startswith("paca")}
-    peer = {r.concurrency: r for r in rows if r.system.startswith("naive")}
+    peers = {
+        name: {r.concurrency: r for r in rows if r.system.startswith(prefix)}
+        for name, prefix in (("naive FastAPI", "naive"), ("Triton", "Triton"))
+    }
     print()
+    raw_p50 = statistics.median(rows[0].latencies_ms)
     for concurrency in args.concurrency:
-        ratio = paca[concurrency].images_per_s / peer[concurrency].images_per_s
-        added = paca[concurrency].percentile(50) - statistics.median(rows[0].latencies_ms)
+        ratios = "; ".join(
+            f"vs {name} {paca[concurrency].images_per_s / peer[concurrency].images_per_s:.2f}x"
+            for name, peer in peers.items()
+            if concurrency in peer
+        )
+        added = paca[concurrency].percentile(50) - raw_p50
         print(
-            f"c={concurrency:>2}: paca-serve / peer throughput {ratio:.2f}x; paca-serve p50 adds {added:.1f} ms "
-            f"over raw batch-1 latency"
+            f"c={concurrency:>2}: paca-serve throughput {ratios}; paca-serve p50 adds {added:.1f} ms over raw batch 1"
         )
     return 0
 
