@@ -298,6 +298,12 @@ class PaCaViT(nn.Module):
                 x = getattr(self, f"transition{i + 1}")(x)
         return features, assignments
 
+    def forward_features_with_clusters(
+        self, x: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """The four stage features and the per-stage assignments in one pass (for downstream heads)."""
+        return self._run_stages(x)
+
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four stage-norm outputs as BCHW at strides 4, 8, 16, 32."""
         return self._run_stages(x)[0]

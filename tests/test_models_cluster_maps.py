@@ -55,6 +55,19 @@ def test_cluster_maps_shapes_and_normalisation(name: str) -> None:
             torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
+def test_features_with_clusters_is_one_pass_of_both() -> None:
+    torch.manual_seed(0)
+    config = CONFIGS["backbone (num_classes=0)"]
+    model = PaCaViT(config).eval()
+    x = torch.randn(1, 3, 70, 50)
+    with torch.no_grad():
+        features, maps = model.forward_features_with_clusters(x)
+        expected = model.forward_features(x)
+    for got, want in zip(features, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    check_maps(maps, config.clusters, batch=1)
+
+
 def test_maps_of_one_image_do_not_depend_on_its_batch_partner() -> None:
     torch.manual_seed(0)
     model = PaCaViT(CONFIGS["default (stages 1-3)"]).eval()
