@@ -76,6 +76,7 @@ async def model_stats(name: str, request: Request, version: str | None = None) -
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference (versioned)")
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
     settings = request.app.state.settings
+    v2_core.find_model(_manager(request), name, version)  # unknown model → 404 before reading the body
     body = await read_body(request, settings.max_request_bytes)
     header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
     inputs, requested, binary_default = _parse_request(header, binary)

@@ -145,5 +145,5 @@ def tools_python() -> Path:
 
 
 def perf_analyzer_path() -> Path | None:
-    candidate = REPO_ROOT / "tools" / "pa" / "perf_analyzer"
+    candidate = REPO_ROOT / "tools" / "bin" / "perf_analyzer"  # wrapper that sets LD_LIBRARY_PATH
     return candidate if candidate.exists() else (Path(p) if (p := shutil.which("perf_analyzer")) else None)
