@@ -3,10 +3,11 @@
     .venv-tools/bin/python loadtest/perf_analyzer.py -m demo-digits-classifier --concurrency 1 4
 
 perf_analyzer (installed by scripts/install-perf-analyzer.sh as tools/bin/perf_analyzer) reads the model's
-/v2 metadata and /config, then sends binary FP32 tensors (random values) to /infer. Settings that survive a
-busy 2-core machine (environment.md §9.2): count windows (a fixed number of requests per measurement
-instead of a time window) or `-p 2000 --max-trials 5 -s 100`, since the defaults often end with "Failed to
-obtain stable measurement" (exit 2). Loopback targets only. Standard library only.
+/v2 metadata and /config, then sends binary FP32 tensors to /infer: zeros by default, or real preprocessed
+images from a JSON made by loadtest/perf_input.py (its own default, random bytes, decodes to NaN/inf floats,
+which the server rejects). Settings that survive a busy 2-core machine (environment.md §9.2): count windows
+(a fixed number of requests per measurement instead of a time window) and `--max-trials 5 -s 100`, since the
+defaults often end with "Failed to obtain stable measurement" (exit 2). Loopback targets only. Standard library only.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def build_command(
     batch_size: int = 1,
     request_count: int = 50,
     shape: str | None = None,
+    input_data: str = "zero",
 ) -> list[str]:
     require_loopback(url)
     parts = urlsplit(url if "://" in url else f"http://{url}")
@@ -76,6 +78,8 @@ def build_command(
         "100",
         "-f",
         str(csv_path),
+        "--input-data",
+        input_data,
     ]
     if shape:
         command += ["--shape", shape]
@@ -123,6 +127,7 @@ def run_perf_analyzer(
     batch_size: int = 1,
     request_count: int = 50,
     shape: str | None = None,
+    input_data: str = "zero",
     timeout_s: float = 300,
 ) -> list[ConcurrencyResult]:
     if not binary.exists():
@@ -130,7 +135,15 @@ def run_perf_analyzer(
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"perf_analyzer_{model}.csv"
     command = build_command(
-        binary, model, url, concurrency, csv_path, batch_size=batch_size, request_count=request_count, shape=shape
+        binary,
+        model,
+        url,
+        concurrency,
+        csv_path,
+        batch_size=batch_size,
+        request_count=request_count,
+        shape=shape,
+        input_data=input_data,
     )
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     (out_dir / f"perf_analyzer_{model}.log").write_text(result.stdout + result.stderr)
@@ -147,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", "-b", type=int, default=1)
     parser.add_argument("--requests", type=int, default=50, help="requests per count window")
     parser.add_argument("--shape", default=None, help="NAME:dims for variable inputs, e.g. pixel_values:3,128,128")
+    parser.add_argument(
+        "--input-data",
+        default="zero",
+        help="zero | a JSON from loadtest/perf_input.py (real images); random bytes decode to NaN/inf",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--binary", type=Path, default=DEFAULT_BINARY)
     args = parser.parse_args(argv)
@@ -160,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             request_count=args.requests,
             shape=args.shape,
+            input_data=args.input_data,
         )
     except (ValueError, FileNotFoundError, RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"perf_analyzer: {exc}", file=sys.stderr)

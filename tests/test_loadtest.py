@@ -154,7 +154,7 @@ def test_deployment_probes_and_hpa_metrics_exist_on_the_real_server(server: str)
 
 @pytest.mark.skipif(not LOCUST.exists(), reason="locust not installed in .venv-tools (make tools)")
 def test_locust_headless_against_rest_and_v2(server: str, tmp_path: Path) -> None:
-    stats = runner.run_locust(server, users=2, duration_s=6, out_dir=tmp_path, tasks="classify,detect,segment,v2")
+    stats = runner.run_locust(server, users=2, duration_s=5, out_dir=tmp_path, tasks="classify,detect,segment,v2")
     assert (tmp_path / "locust_stats.csv").exists()
     by_name = {s.name: s for s in stats}
     aggregated = by_name["Aggregated"]
@@ -173,9 +173,15 @@ def test_locust_headless_against_rest_and_v2(server: str, tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(not PERF_ANALYZER.exists(), reason="perf_analyzer not installed (make tools)")
-def test_perf_analyzer_count_windows_against_v2(server: str, tmp_path: Path) -> None:
-    results = perf.run_perf_analyzer(CLASSIFIER, server, [1, 2], tmp_path, request_count=20, timeout_s=120)
+def test_perf_analyzer_count_windows_against_v2_with_real_images(server: str, tmp_path: Path) -> None:
+    perf_input = _load("perf_input")
+    digits = sorted((REPO_ROOT / "loadtest" / "images").glob("digit_*.png"))
+    input_data = perf_input.write_input_data(DEMO_ARCHS[CLASSIFIER], digits, tmp_path / "digits.json")
+    results = perf.run_perf_analyzer(
+        CLASSIFIER, server, [1, 2], tmp_path, request_count=20, input_data=str(input_data), timeout_s=120
+    )
     assert [r.concurrency for r in results] == [1, 2]
     for result in results:
         assert result.infer_per_s > 0 and 0 < result.p50_ms <= result.p99_ms
+        assert result.server_queue_ms is not None  # /stats is advertised and read: the server-side split
     assert "infer/s" in perf.format_table(CLASSIFIER, results)
