@@ -240,7 +240,6 @@ def model_config(model: ServedModel) -> dict[str, object]:
         "name": model.name,
         "platform": model.platform,
         "backend": model.backend_name,
-        "version_policy": {"specific": {"versions": [model.config.version]}},
         "max_batch_size": max_batch,
         "input": [{"name": i.name, "data_type": TRITON_TYPES[i.datatype], "format": "FORMAT_NCHW",
                    "dims": dims(i.shape), "optional": False, "is_shape_tensor": False} for i in model.inputs()],

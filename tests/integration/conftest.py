@@ -119,7 +119,7 @@ def stop_server(server: ServerProcess, timeout_s: float = 30.0) -> int:
 def server(artifacts_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The shared server: the three models, gRPC on, default settings otherwise."""
     tmp = tmp_path_factory.mktemp("server")
-    process = start_server(tmp, repository_dict(artifacts_dir), grpc=False)
+    process = start_server(tmp, repository_dict(artifacts_dir), grpc=True)
     yield process
     stop_server(process)
 

@@ -239,3 +239,22 @@ def test_perf_analyzer_http(server, tmp_path) -> None:
     rows = csv.read_text().strip().splitlines()
     assert rows[0].startswith("Concurrency,Inferences/Second") and len(rows) == 3
     assert all(float(row.split(",")[1]) > 0 for row in rows[1:])
+
+
+def test_tritonclient_grpc(server, tmp_path, artifacts_dir) -> None:
+    report, arrays = _run_tritonclient("grpc", f"127.0.0.1:{server.grpc_port}", tmp_path, artifacts_dir)
+    _check_tritonclient_results(report, arrays, tmp_path, artifacts_dir)
+
+
+def test_perf_analyzer_grpc(server, tmp_path) -> None:
+    binary = perf_analyzer_path()
+    if binary is None:
+        pytest.skip("perf_analyzer is not installed (bash scripts/install-perf-analyzer.sh)")
+    result = subprocess.run(
+        [str(binary), "-m", CLASSIFIER, "-u", f"127.0.0.1:{server.grpc_port}", "-i", "grpc",
+         "--concurrency-range", "2:2:1", "--measurement-mode", "count_windows", "--measurement-request-count",
+         "30", "--max-trials", "5", "-s", "100"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Throughput:" in result.stdout and "Server:" in result.stdout

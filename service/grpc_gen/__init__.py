@@ -1,0 +1,1 @@
+"""Generated gRPC stubs (see grpc_service.proto); do not edit."""
