@@ -108,7 +108,7 @@ def export_onnx(arch: str, output: str | os.PathLike, *, checkpoint: str | os.Pa
         proto = inline_attention(proto)
 
     report("writing metadata and checking the graph")
-    num_classes = _num_classes(proto, spec.task)
+    num_classes = getattr(model, "num_labels", None) if spec.task == "detection" else _num_classes(proto)
     metadata = ArtifactMetadata(
         arch=arch, task=spec.task, preprocess=spec.preprocess, labels=spec.labels,
         label_names=label_names_for(spec.labels, num_classes), outputs=tuple(output_names),
@@ -121,10 +121,8 @@ def export_onnx(arch: str, output: str | os.PathLike, *, checkpoint: str | os.Pa
     return output
 
 
-def _num_classes(proto: onnx.ModelProto, task: str) -> int | None:
-    """Classes from the main output's static dim (detection: unknown from the graph)."""
-    if task == "detection":
-        return None
+def _num_classes(proto: onnx.ModelProto) -> int | None:
+    """Classes from the main output's static dim 1 (logits / seg_logits)."""
     dims = proto.graph.output[0].type.tensor_type.shape.dim
     return dims[1].dim_value or None
 
