@@ -15,6 +15,7 @@ EXPORT_STEPS = 5  # the report() calls of export_onnx
 
 def register(app: typer.Typer) -> None:
     app.command("export")(export_command)
+    app.command("build-engine")(build_engine_command)
 
 
 def _known_arch(arch: str) -> str:
@@ -51,3 +52,95 @@ def export_command(
         path = export_onnx(arch, output, checkpoint=checkpoint, opset=opset, inline=inline, progress=report)
     size_mb = path.stat().st_size / 1e6
     typer.echo(f"{path} ({size_mb:.1f} MB)")
+
+
+BUILD_STEPS = 6  # the report() calls of build_engine
+
+
+def _hw_option(value: str | None, name: str) -> tuple[int, int] | None:
+    from export.tensorrt.profiles import parse_hw
+
+    if value is None:
+        return None
+    try:
+        return parse_hw(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=name) from exc
+
+
+def build_engine_command(
+    onnx_file: Annotated[Path, typer.Argument(help="ONNX artifact written by `paca export`.", exists=True,
+                                              dir_okay=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Engine (.plan) to write; the manifest goes "
+                                         "beside it as <output>.json.")],
+    precision: Annotated[str, typer.Option(help="fp32 or fp16 (TensorRT 10: builder flags; TensorRT 11: "
+                                           "fp16 graph casts, softmax/norms kept in fp32).")] = "fp32",
+    min_batch: Annotated[int, typer.Option(help="Smallest batch the engine accepts.", min=1)] = 1,
+    opt_batch: Annotated[int, typer.Option(help="Batch TensorRT tunes for (match the batcher's usual "
+                                           "batch).", min=1)] = 8,
+    max_batch: Annotated[int, typer.Option(help="Largest batch (>= the server's max batch size).", min=1)] = 32,
+    min_hw: Annotated[str | None, typer.Option(help="Smallest HEIGHTxWIDTH (dense tasks; default 32x32).")] = None,
+    opt_hw: Annotated[str | None, typer.Option(help="HEIGHTxWIDTH TensorRT tunes for (default from the "
+                                               "preprocessing).")] = None,
+    max_hw: Annotated[str | None, typer.Option(help="Largest HEIGHTxWIDTH (default: the preprocessing's long "
+                                               "side, padded).")] = None,
+    timing_cache: Annotated[Path | None, typer.Option(help="Timing cache file to reuse and update (default "
+                                                      "~/.cache/paca/tensorrt/timing-<trt>-<sm>-….cache).")] = None,
+    workspace_mib: Annotated[int, typer.Option(help="Builder workspace limit in MiB.", min=64)] = 4096,
+    optimization_level: Annotated[int, typer.Option(help="TensorRT builder optimisation level 0–5.", min=0,
+                                                    max=5)] = 3,
+    print_trtexec: Annotated[bool, typer.Option(help="Only print the equivalent trtexec command (works "
+                                                "without TensorRT) and exit.")] = False,
+) -> None:
+    """Build a TensorRT engine from an exported PaCa ONNX file, with the PaCaAttention QDP plugin.
+
+    The optimisation profile defaults to what the service sends for the artifact's preprocessing
+    (fixed size for classification; any orientation up to the long side for dense tasks; batch 1 for
+    detection). Needs TensorRT >= 10.6 and a CUDA GPU; the engine only runs on the same TensorRT version
+    and GPU compute capability, which the JSON manifest written beside it records and `load_engine` checks.
+    """
+    import onnx
+
+    from export.metadata import read_metadata
+    from export.tensorrt.profiles import ShapeProfile, default_profile
+    from export.tensorrt.trtexec import trtexec_command
+
+    if precision not in ("fp32", "fp16"):
+        raise typer.BadParameter(f"unknown precision {precision!r}; use fp32 or fp16", param_hint="--precision")
+    try:
+        metadata = read_metadata(onnx.load(str(onnx_file), load_external_data=False))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="ONNX_FILE") from exc
+    base = default_profile(metadata.task, metadata.preprocess, max_batch=max_batch, opt_batch=min(opt_batch, max_batch),
+                           min_hw=_hw_option(min_hw, "--min-hw"))
+    lo, opt, hi = list(base.min), list(base.opt), list(base.max)
+    if metadata.task != "detection":
+        lo[0] = min_batch
+    for shape, value, name in ((opt, opt_hw, "--opt-hw"), (hi, max_hw, "--max-hw")):
+        hw = _hw_option(value, name)
+        if hw is not None:
+            if metadata.preprocess.fixed_input_size is not None:
+                raise typer.BadParameter(f"{metadata.arch} has a fixed input size", param_hint=name)
+            shape[2:] = hw
+    try:
+        profile = ShapeProfile(tuple(lo), tuple(opt), tuple(hi))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if print_trtexec:
+        typer.echo(" ".join(trtexec_command(onnx_file, output, profile, precision=precision,
+                                            timing_cache=timing_cache, workspace_mib=workspace_mib)))
+        return
+
+    from export.progress import step_progress
+    from export.tensorrt.builder import TensorRTUnavailableError, build_engine
+
+    try:
+        with step_progress(f"build-engine {metadata.arch}", BUILD_STEPS) as report:
+            manifest = build_engine(onnx_file, output, profile, precision=precision, timing_cache=timing_cache,
+                                    workspace_mib=workspace_mib, optimization_level=optimization_level,
+                                    progress=report)
+    except TensorRTUnavailableError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"{output} (TensorRT {manifest.tensorrt_version}, {manifest.gpu_name}, "
+               f"compute capability {manifest.compute_capability})")

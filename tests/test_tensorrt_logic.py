@@ -8,6 +8,7 @@ Real-TensorRT tests live in test_tensorrt_gpu.py and skip without TensorRT and C
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from types import SimpleNamespace
@@ -346,3 +347,48 @@ def test_runtime_checks_manifest_before_deserialising(artifact, tmp_path):
     assert not [c for c in fake.calls if c[0] == "deserialize"]
     loaded = load_engine(engine, trt=fake, machine=H100, onnx_path=artifact, plugin_registrar=lambda: None)
     assert loaded.plan == b"PLAN"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
+def test_cli_build_engine_without_tensorrt_says_so(artifact, tmp_path):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    result = CliRunner().invoke(app, ["build-engine", str(artifact), "-o", str(tmp_path / "m.plan")])
+    assert result.exit_code == 2
+    assert "TensorRT is not importable" in result.output
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+def test_cli_build_engine_prints_trtexec_line(artifact, tmp_path):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    result = CliRunner().invoke(app, ["build-engine", str(artifact), "--output", str(tmp_path / "m.plan"),
+                                      "--precision", "fp16", "--max-batch", "16", "--opt-batch", "4",
+                                      "--print-trtexec"])
+    assert result.exit_code == 0, result.output
+    assert "--minShapes=pixel_values:1x3x224x224" in result.output
+    assert "--optShapes=pixel_values:4x3x224x224" in result.output
+    assert "--maxShapes=pixel_values:16x3x224x224" in result.output and "--fp16" in result.output
+
+
+def test_cli_build_engine_errors(artifact, tmp_path):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["build-engine", str(artifact), "-o", str(tmp_path / "m.plan"), "--precision", "int4"])
+    assert bad.exit_code == 2 and "unknown precision" in bad.output
+    fixed = runner.invoke(app, ["build-engine", str(artifact), "-o", str(tmp_path / "m.plan"), "--max-hw", "512x512"])
+    assert fixed.exit_code == 2 and "fixed input size" in fixed.output
+    plain = tmp_path / "plain.onnx"
+    model = attention_artifact()
+    del model.metadata_props[:]
+    onnx.save(model, str(plain))
+    not_paca = runner.invoke(app, ["build-engine", str(plain), "-o", str(tmp_path / "m.plan")])
+    assert not_paca.exit_code == 2 and "not a PaCa artifact" in not_paca.output
