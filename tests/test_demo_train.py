@@ -49,3 +49,22 @@ def test_training_is_reproducible_by_seed():
     assert losses_a == losses_b
     for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_detector_trains_on_the_frozen_classifier_backbone(tmp_path):
+    pytest.importorskip("models.detection.mask_rcnn")
+    classifier = train.build_untrained("demo_digits_cls", seed=1)
+    train.save_weights(classifier, tmp_path / "demo_digits_cls.safetensors")
+    detector = train.build_untrained("demo_digits_det", seed=0)
+    train.adopt_backbone(detector, tmp_path / "demo_digits_cls.safetensors", freeze=True)
+    body = train.paca_body(detector)
+    for name, value in body.state_dict().items():
+        torch.testing.assert_close(value, classifier.state_dict()[name], rtol=0, atol=0)
+    assert not any(p.requires_grad for p in body.parameters())
+    frozen = {k: v.clone() for k, v in body.state_dict().items()}
+
+    plan = TrainPlan(steps=6, batch_size=0, learning_rate=2e-3, weight_decay=0.0, warmup_steps=1)
+    losses = train._optimise(detector, plan, itertools.repeat(data.scenes("train", 1)), train.detection_loss, None)
+    assert losses[-1] < losses[0]
+    for name, value in body.state_dict().items():
+        torch.testing.assert_close(value, frozen[name], rtol=0, atol=0)

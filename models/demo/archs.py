@@ -6,6 +6,7 @@ and the downstream builders lazily, so registering (and listing) works without t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from models.config import PaCaConfig
@@ -26,13 +27,9 @@ CLS_CONFIG = PaCaConfig(
     clusters=(8, 8, 4, 0),
     num_classes=10,
 )
-SCENE_BACKBONE = PaCaConfig(
-    embed_dims=(32, 64, 96, 128),
-    depths=(1, 1, 2, 1),
-    num_heads=(1, 2, 4, 8),
-    clusters=(16, 16, 16, 0),
-    num_classes=0,
-)
+# The scene models share the classifier's backbone configuration: they start from its trained weights,
+# the demo's stand-in for ImageNet pre-training (see models.demo.train).
+SCENE_BACKBONE = dataclasses.replace(CLS_CONFIG, num_classes=0)
 SEG_NUM_CLASSES = 11  # background + ten digits
 SEG_CHANNELS = 64
 DET_NUM_CLASSES = 10
@@ -47,7 +44,8 @@ DET_OVERRIDES: dict[str, object] = {
     "rpn_pre_nms_top_n_train": 600,
     "rpn_post_nms_top_n_train": 300,
     "box_detections_per_img": 20,
-    "box_batch_size_per_image": 128,
+    "rpn_batch_size_per_image": 128,
+    "box_batch_size_per_image": 32,
     "box_score_thresh": 0.05,
 }
 
@@ -84,10 +82,19 @@ def _build_segmenter():
 
 
 def _build_detector():
+    from torchvision.models.detection.faster_rcnn import TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+
     from models.detection import build_mask_rcnn
 
+    # Narrow RoI heads: torchvision's defaults (four 256-channel mask convs) would cost ~6× more per RoI
+    # than the whole 128-px backbone, far beyond the 2-core training budget.
+    small_heads = {
+        "box_head": TwoMLPHead(DET_FPN_CHANNELS * 7 * 7, 1024),
+        "mask_head": MaskRCNNHeads(DET_FPN_CHANNELS, (DET_FPN_CHANNELS, 256), 1),
+    }
     return build_mask_rcnn(
-        SCENE_BACKBONE, num_classes=DET_NUM_CLASSES, fpn_channels=DET_FPN_CHANNELS, **DET_OVERRIDES
+        SCENE_BACKBONE, num_classes=DET_NUM_CLASSES, fpn_channels=DET_FPN_CHANNELS, **DET_OVERRIDES, **small_heads
     )
 
 

@@ -37,12 +37,23 @@ class TrainPlan:
     weight_decay: float = 0.05
     warmup_steps: int = 50
     train_scenes: int = 0  # scene pool size (scene models only)
+    # Scene models start from the trained classifier's backbone (same PaCa config), the demo's stand-in
+    # for ImageNet pre-training. Detection keeps it frozen: FPN and RoI heads learn on top, which fits
+    # the 2-core budget that training a whole Mask R-CNN would not.
+    backbone_from: str | None = None
+    freeze_backbone: bool = False
 
 
 PLANS: dict[str, TrainPlan] = {
     "demo_digits_cls": TrainPlan(steps=600, batch_size=64, learning_rate=3e-3),
-    "demo_digits_seg": TrainPlan(steps=900, batch_size=8, learning_rate=2e-3, train_scenes=3000),
-    "demo_digits_det": TrainPlan(steps=1200, batch_size=4, learning_rate=1e-3, train_scenes=3000),
+    "demo_digits_seg": TrainPlan(
+        steps=150, batch_size=8, learning_rate=1e-3, warmup_steps=15, train_scenes=1200,
+        backbone_from="demo_digits_cls",
+    ),
+    "demo_digits_det": TrainPlan(
+        steps=150, batch_size=2, learning_rate=2e-3, warmup_steps=15, train_scenes=300,
+        backbone_from="demo_digits_cls", freeze_backbone=True,
+    ),
 }
 
 
@@ -80,7 +91,8 @@ def _optimise(
     loss_of: Callable[[nn.Module, object], torch.Tensor],
     on_step: ProgressHook | None,
 ) -> list[float]:
-    optimiser = torch.optim.AdamW(model.parameters(), lr=plan.learning_rate, weight_decay=plan.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=plan.learning_rate, weight_decay=plan.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(plan))
     model.train()
     losses = []
@@ -88,7 +100,7 @@ def _optimise(
         loss = loss_of(model, next(batches))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        nn.utils.clip_grad_norm_(trainable, 5.0)
         optimiser.step()
         scheduler.step()
         losses.append(loss.item())
@@ -165,10 +177,38 @@ def build_untrained(arch: str, seed: int) -> nn.Module:
     return get_arch(arch).factory()
 
 
-def train_arch(arch: str, seed: int = 0, plan: TrainPlan | None = None, on_step: ProgressHook | None = None):
-    """Train one demo arch from scratch; returns (model in eval mode, per-step losses)."""
+def paca_body(model: nn.Module) -> nn.Module:
+    """The PaCa-ViT inside a demo model (segmentor: `.backbone`, Mask R-CNN: `.backbone.body`)."""
+    backbone = model.backbone
+    return backbone.body if hasattr(backbone, "body") else backbone
+
+
+def adopt_backbone(model: nn.Module, classifier_weights: Path, freeze: bool) -> None:
+    """Load the trained classifier's PaCa-ViT weights (minus its head) into `model`'s backbone."""
+    state = {k: v for k, v in load_file(str(classifier_weights)).items() if not k.startswith("head.")}
+    body = paca_body(model)
+    body.load_state_dict(state, strict=True)
+    for parameter in body.parameters():
+        parameter.requires_grad_(not freeze)
+
+
+def train_arch(
+    arch: str,
+    seed: int = 0,
+    plan: TrainPlan | None = None,
+    on_step: ProgressHook | None = None,
+    weights_dir: Path | None = None,
+):
+    """Train one demo arch (from scratch, or on a frozen trained backbone); returns (eval model, losses)."""
     plan = plan or PLANS[arch]
     model = build_untrained(arch, seed)
+    if plan.backbone_from is not None:
+        source = weights_path(plan.backbone_from)
+        if weights_dir is not None:
+            source = weights_dir / source.name
+        if not source.exists():
+            raise FileNotFoundError(f"{arch} builds on {plan.backbone_from}; train that first ({source})")
+        adopt_backbone(model, source, plan.freeze_backbone)
     if arch == "demo_digits_cls":
         batches: Iterator[object] = digit_batches(plan.batch_size, seed)
         loss_of: Callable[[nn.Module, object], torch.Tensor] = classification_loss  # type: ignore[assignment]
@@ -201,11 +241,13 @@ def train_and_save(arches: list[str], seed: int = 0, output_dir: Path | None = N
         for arch in arches:
             task = progress.add_task(arch, total=PLANS[arch].steps, loss=float("nan"))
 
-            def report(step: int, total: int, loss: float, task: int = task) -> None:
+            def report(step: int, total: int, loss: float, task: int = task, arch: str = arch) -> None:
                 progress.update(task, completed=step, loss=loss)
+                if not progress.console.is_terminal and step % max(1, total // 10) == 0:
+                    progress.console.print(f"{arch}: step {step}/{total} loss {loss:.4f}")  # logs, CI
 
             started = time.perf_counter()
-            model, _ = train_arch(arch, seed=seed, on_step=report)
+            model, _ = train_arch(arch, seed=seed, on_step=report, weights_dir=output_dir)
             seconds[arch] = time.perf_counter() - started
             target = (output_dir / f"{arch}.safetensors") if output_dir else weights_path(arch)
             save_weights(model, target)
