@@ -245,7 +245,9 @@ def model_config(model: ServedModel) -> dict[str, object]:
                    "dims": dims(i.shape), "optional": False, "is_shape_tensor": False} for i in model.inputs()],
         "output": outputs,
         "instance_group": [{"name": f"{model.name}_0", "kind": "KIND_CPU", "count": model.config.instances}],
-        "parameters": {"paca.task": {"string_value": model.task}, "paca.arch": {"string_value": model.info.arch}},
+        # The artifact's self-description travels with the config, so a remote PaCa backend can read it.
+        "parameters": {key: {"string_value": value} for key, value in model.backends[0].metadata().items()
+                       if key.startswith("paca.")},
     }
     if max_batch > 0:
         config["dynamic_batching"] = {

@@ -124,7 +124,15 @@ def export_tiny_detector(path: Path) -> Path:
 
 
 def export_paca_classifier(path: Path) -> Path:
+    """The demo classifier with seeded random weights; the weights also go to `classifier.safetensors`
+    beside the final artifact, so the torch backend can serve the very same model."""
+    from safetensors.torch import save_file
+
     from export import export_onnx
+    from models import build
 
     torch.manual_seed(0)
-    return export_onnx("demo_digits_cls", path)
+    model = build("demo_digits_cls")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(path.with_name("classifier.safetensors")))
+    return export_onnx("demo_digits_cls", path, model=model)

@@ -1,0 +1,115 @@
+"""Remote backend: a model on another KServe-v2 server (Triton, or another PaCa Serve) for scale-out.
+
+It speaks the v2 HTTP protocol with binary tensors through httpx (no tritonclient in the main venv).
+Options: url (required, e.g. http://triton:8000), model (remote name; default: this model's name),
+version, timeout_s (default 60). The model's self-description (paca.* metadata) comes from the remote
+/config `parameters` (PaCa Serve and `paca export-triton` repositories put it there) or, failing that,
+from the local ONNX `artifact`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+import httpx
+import numpy as np
+
+from service.backends.base import V2_DATATYPES, Backend, TensorSpec
+from service.repository import ModelConfig
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+class RemoteInferenceError(RuntimeError):
+    """The remote server answered with an error."""
+
+
+class RemoteTritonBackend(Backend):
+    name = "triton"
+    platform = "remote_kserve_v2"
+
+    def __init__(self, config: ModelConfig, instance_index: int = 0) -> None:
+        options = config.options
+        self.remote_model = str(options.get("model", config.name))
+        self.version = str(options.get("version", ""))
+        base = f"/v2/models/{self.remote_model}" + (f"/versions/{self.version}" if self.version else "")
+        self.client = httpx.Client(base_url=str(options["url"]).rstrip("/"),
+                                   timeout=float(options.get("timeout_s", 60.0)))
+        self._infer_path = f"{base}/infer"
+        metadata = self._get(base)
+        remote_config = self._get(f"{base}/config")
+        self._inputs = [TensorSpec(t["name"], t["datatype"], tuple(int(d) for d in t["shape"]))
+                        for t in metadata["inputs"]]
+        self._outputs = [TensorSpec(t["name"], t["datatype"], tuple(int(d) for d in t["shape"]))
+                         for t in metadata["outputs"]]
+        self._metadata = {key: value.get("string_value", "") for key, value in
+                          (remote_config.get("parameters") or {}).items() if key.startswith("paca.")}
+        if "paca.preprocess" not in self._metadata:
+            if config.artifact is None:
+                raise ValueError(f"model {config.name!r}: the remote config has no paca.* parameters; give the "
+                                 "local ONNX 'artifact' so the service knows the task, preprocessing and labels")
+            self._metadata = _onnx_metadata(str(config.artifact))
+
+    def _get(self, path: str) -> dict:
+        response = self.client.get(path)
+        if response.status_code != 200:
+            raise RemoteInferenceError(f"GET {path}: {response.status_code} {_error_text(response)}")
+        return response.json()
+
+    def inputs(self) -> Sequence[TensorSpec]:
+        return self._inputs
+
+    def outputs(self) -> Sequence[TensorSpec]:
+        return self._outputs
+
+    def metadata(self) -> Mapping[str, str]:
+        return self._metadata
+
+    def infer(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]) -> dict[str, np.ndarray]:
+        tensors, chunks = [], []
+        for name, array in inputs.items():
+            data = np.ascontiguousarray(array, dtype=np.float32).astype("<f4", copy=False).tobytes()
+            tensors.append({"name": name, "datatype": "FP32", "shape": list(array.shape),
+                            "parameters": {"binary_data_size": len(data)}})
+            chunks.append(data)
+        header = json.dumps({"inputs": tensors, "outputs": [
+            {"name": name, "parameters": {"binary_data": True}} for name in output_names]}).encode()
+        response = self.client.post(self._infer_path, content=header + b"".join(chunks), headers={
+            "Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))})
+        if response.status_code != 200:
+            raise RemoteInferenceError(f"remote inference failed: {response.status_code} {_error_text(response)}")
+        return _decode_response(response)
+
+
+def _decode_response(response: httpx.Response) -> dict[str, np.ndarray]:
+    body = response.content
+    length = response.headers.get(HEADER_LENGTH)
+    header = json.loads(body[: int(length)] if length is not None else body)
+    offset = int(length) if length is not None else len(body)
+    outputs = {}
+    for output in header["outputs"]:
+        dtype = V2_DATATYPES[output["datatype"]].newbyteorder("<")
+        shape = output["shape"]
+        size = (output.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            array = np.frombuffer(body[offset:offset + size], dtype=dtype).reshape(shape)
+            offset += size
+        else:
+            array = np.asarray(output["data"], dtype=dtype).reshape(shape)
+        outputs[output["name"]] = array.astype(dtype.newbyteorder("="))
+    return outputs
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except ValueError:
+        return response.text[:200]
+
+
+def _onnx_metadata(path: str) -> dict[str, str]:
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
