@@ -91,8 +91,8 @@ def test_build_in_float64_matches_float32_logits(reference_dir: Path) -> None:
     model = models.build(ARCH, path, dtype=torch.float64)
     assert next(model.parameters()).dtype == torch.float64
     with torch.no_grad():
-        logits = model(io["input"].double())
-    torch.testing.assert_close(logits.float(), io["logits"], atol=1e-6, rtol=0)
+        logits = model(io["input"][:1].double())  # one image: float64 convolutions are slow on CPU
+    torch.testing.assert_close(logits.float(), io["logits"][:1], atol=1e-6, rtol=0)
 
 
 def test_integer_buffers_keep_their_dtype(tmp_path: Path) -> None:
