@@ -16,6 +16,7 @@ EXPORT_STEPS = 5  # the report() calls of export_onnx
 def register(app: typer.Typer) -> None:
     app.command("export")(export_command)
     app.command("build-engine")(build_engine_command)
+    app.command("export-triton")(export_triton_command)
 
 
 def _known_arch(arch: str) -> str:
@@ -144,3 +145,43 @@ def build_engine_command(
         raise typer.Exit(2) from exc
     typer.echo(f"{output} (TensorRT {manifest.tensorrt_version}, {manifest.gpu_name}, "
                f"compute capability {manifest.compute_capability})")
+
+
+def export_triton_command(
+    onnx_file: Annotated[Path, typer.Argument(help="ONNX artifact written by `paca export`.", exists=True,
+                                              dir_okay=False)],
+    repository: Annotated[Path, typer.Option("--repository", "-r", help="Model repository folder to write "
+                                             "into (created if missing; other models are left alone).")],
+    model_name: Annotated[str | None, typer.Option(help="Base model name (default: the arch); the variants are "
+                                                   "<name>_onnx and <name>_trt.")] = None,
+    engine: Annotated[Path | None, typer.Option(help="TensorRT plan from `paca build-engine` to put in the "
+                                                "_trt variant (its .json manifest must sit beside it).",
+                                                exists=True, dir_okay=False)] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Triton max_batch_size (ignored for detection: one "
+                                                "image per request).", min=1)] = 16,
+    preferred_batch: Annotated[list[int] | None, typer.Option(help="Preferred batch sizes of the dynamic "
+                                                              "batcher (repeatable); also warmed up.")] = None,
+    max_queue_delay_us: Annotated[int, typer.Option(help="Dynamic batcher max queue delay (µs).", min=0)] = 2000,
+    cpu_instances: Annotated[int, typer.Option(help="ONNX Runtime instances (KIND_CPU).", min=1)] = 2,
+    gpu_instances: Annotated[int, typer.Option(help="TensorRT instances per GPU (KIND_GPU).", min=1)] = 1,
+    onnx_on_gpu: Annotated[bool, typer.Option(help="Run the ONNX Runtime variant on the GPU (KIND_GPU).")] = False,
+) -> None:
+    """Write a Triton Inference Server model repository for an exported PaCa model.
+
+    Two variants: <name>_onnx (onnxruntime_onnx, runs the file unchanged) and <name>_trt (tensorrt_plan),
+    each with config.pbtxt (dynamic batching, queue policy, instance groups, warmup of every preferred
+    batch size), labels.txt and preprocess.json, plus a README explaining how the plugin is loaded.
+    """
+    from export.tensorrt.manifest import EngineMismatchError
+    from export.triton_repo import RepositoryOptions, write_triton_repository
+
+    options = RepositoryOptions(max_batch_size=max_batch_size,
+                                preferred_batch_sizes=tuple(preferred_batch or (4, 8)),
+                                max_queue_delay_us=max_queue_delay_us, cpu_instances=cpu_instances,
+                                gpu_instances=gpu_instances, onnx_on_gpu=onnx_on_gpu)
+    try:
+        path = write_triton_repository(onnx_file, repository, model_name=model_name, engine_path=engine,
+                                       options=options)
+    except (ValueError, EngineMismatchError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"wrote Triton model repository {path}")
