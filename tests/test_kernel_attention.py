@@ -36,6 +36,7 @@ else:
     from models.attention import PaCaAttentionCore
 
     DEVICE = "cuda" if ON_CUDA else "cpu"
+    pytestmark = [pytest.mark.gpu] if ON_CUDA else []
 
     def reference(q, k, v, num_heads, scale):
         """Float64 per-head attention written independently of the kernel and of models.attention."""
