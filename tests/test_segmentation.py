@@ -208,3 +208,12 @@ def test_segmentor_exposes_head_cluster_assignment() -> None:
     torch.testing.assert_close(logits, model(x))
     assert head_z is not None and head_z.shape == (1, 150, 16, 16)
     torch.testing.assert_close(head_z.sum(dim=(2, 3)), torch.ones(1, 150))
+
+
+@pytest.mark.parametrize("hw", [(2, 3), (7, 9), (16, 16), (13, 5)])
+def test_matrix_adaptive_pool_equals_torch_adaptive_avg_pool(hw: tuple[int, int]) -> None:
+    from models.segmentation.uper_head import AdaptiveAvgPool
+
+    x = torch.randn(2, 4, *hw, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    for scale in (1, 2, 3, 6):
+        torch.testing.assert_close(AdaptiveAvgPool(scale)(x), F.adaptive_avg_pool2d(x, scale), rtol=1e-12, atol=1e-12)

@@ -13,12 +13,40 @@ from torch import nn
 from models.segmentation.layers import ConvModule, resize_bilinear
 
 
+def adaptive_pool_matrix(out_size: int, in_size: int, like: torch.Tensor) -> torch.Tensor:
+    """(out, in) averaging weights of adaptive average pooling: output cell i averages the inputs
+    [⌊i·in/out⌋, ⌈(i+1)·in/out⌉), PyTorch's definition."""
+    cells = torch.arange(out_size, device=like.device)
+    start = (cells * in_size) // out_size
+    end = ((cells + 1) * in_size + out_size - 1) // out_size
+    positions = torch.arange(in_size, device=like.device)
+    inside = ((positions[None] >= start[:, None]) & (positions[None] < end[:, None])).to(like.dtype)
+    return inside / inside.sum(dim=1, keepdim=True)
+
+
+class AdaptiveAvgPool(nn.Module):
+    """`nn.AdaptiveAvgPool2d` written as two averaging matrices.
+
+    Same result, but it stays correct in an exported graph with dynamic H/W. The dynamo ONNX export of
+    `adaptive_avg_pool2d` fixes the kernel to the example input's size, so other sizes came out wrong.
+    """
+
+    def __init__(self, output_size: int) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = adaptive_pool_matrix(self.output_size, x.shape[-2], x)
+        cols = adaptive_pool_matrix(self.output_size, x.shape[-1], x)
+        return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+
+
 class PyramidPooling(nn.ModuleList):
     """Adaptive average pools at several scales, each followed by a 1×1 ConvModule, upsampled back."""
 
     def __init__(self, pool_scales: tuple[int, ...], in_channels: int, channels: int) -> None:
         super().__init__(
-            [nn.Sequential(nn.AdaptiveAvgPool2d(scale), ConvModule(in_channels, channels)) for scale in pool_scales]
+            [nn.Sequential(AdaptiveAvgPool(scale), ConvModule(in_channels, channels)) for scale in pool_scales]
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
