@@ -146,3 +146,29 @@ def test_ready_only_after_every_model_warmed_up(artifacts_dir, tmp_path) -> None
         assert response.status_code == 200
     finally:
         stop_server(server)
+
+
+def test_missing_artifact_falls_back_loudly_to_an_exported_arch(artifacts_dir, tmp_path) -> None:
+    import shutil
+
+    (tmp_path / "artifacts" / "fallback").mkdir(parents=True)
+    # The stand-in export already exists (the export itself is the export engineer's, tested there).
+    shutil.copy(artifacts_dir / "classifier.onnx", tmp_path / "artifacts" / "fallback" / "demo_digits_cls.onnx")
+    repository = {"models": [{"name": "demo-digits-classifier", "max_batch_size": 2,
+                              "artifact": str(tmp_path / "artifacts" / "demo" / "demo-digits-classifier.onnx"),
+                              "fallback_arch": "demo_digits_cls"}]}
+    server = start_server(tmp_path, repository)
+    try:
+        assert "UNTRAINED (random) weights" in server.log() and "paca demo ensure" in server.log()
+        response = httpx.post(f"{server.url}/v1/models/demo-digits-classifier/classify",
+                              files={"image": images.png(5)}, timeout=30)
+        assert response.status_code == 200
+    finally:
+        stop_server(server)
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_a_clear_message(tmp_path) -> None:
+    repository = {"models": [{"name": "ghost", "artifact": str(tmp_path / "missing.onnx")}]}
+    server = start_server(tmp_path, repository, wait_ready=False)
+    assert server.process.wait(60) != 0
+    assert "missing.onnx does not exist" in server.log() and "a model failed to load" in server.log()
