@@ -263,11 +263,16 @@ def test_oversized_images_and_bodies_are_rejected_before_decoding(artifacts_dir,
         stop_server(server)
 
 
-def test_request_ids_are_echoed_and_generated(client: httpx.Client) -> None:
+def test_request_ids_are_echoed_generated_and_logged_as_json(client: httpx.Client, server) -> None:
+    import json
+
     given = client.get("/v1/models", headers={"X-Request-ID": "trace-123"})
     assert given.headers["x-request-id"] == "trace-123"
     generated = client.get("/v1/models")
     assert len(generated.headers["x-request-id"]) == 32
+    entries = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    access = [e for e in entries if e.get("request_id") == "trace-123"]
+    assert access and access[0]["path"] == "/v1/models" and access[0]["status"] == 200
 
 
 def test_openapi_documents_the_task_endpoints(client: httpx.Client) -> None:
