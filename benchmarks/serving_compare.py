@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,15 +230,7 @@ def serve_command(
     return [sys.executable, "-c", f"import sys; from service.cli import main; sys.argv = {args!r}; main()"]
 
 
-def run_pytriton(
-    args: argparse.Namespace,
-    onnx: Path,
-    tensor: np.ndarray,
-    input_name: str,
-    output_name: str,
-    workdir: Path,
-    reference: float,
-) -> list[Measurement]:
+def pytriton_command(args: argparse.Namespace, onnx: Path, port: int, workdir: Path) -> tuple[list[str], dict]:
     """Triton's own dynamic batcher (PyTriton) with the same batch limit and delay as PaCa Serve."""
     libdir = subprocess.run(
         [str(args.pytriton), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
@@ -248,8 +240,6 @@ def run_pytriton(
     ).stdout.strip()
     home = workdir / "pytriton-home"
     home.mkdir()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     command = [
         str(args.pytriton),
         str(REPO_ROOT / "benchmarks" / "serving_peer_pytriton.py"),
@@ -259,15 +249,15 @@ def run_pytriton(
         str(args.max_batch),
         str(int(args.delay_ms * 1000)),
     ]
-    env = {"LD_LIBRARY_PATH": libdir, "PYTRITON_HOME": str(home)}
-    rows = []
-    with process_until_ready(command, f"{url}/v2/models/bench/ready", workdir / "pytriton.log", env_extra=env):
-        send = v2_sender(url, "bench", input_name, output_name, tensor)
-        for concurrency in args.concurrency:
-            label = f"Triton (PyTriton) v2 (batch<={args.max_batch})"
-            rows.append(asyncio.run(closed_loop(send, concurrency, args.seconds, label)))
-            print(format_rows(rows[-1:], reference).splitlines()[-1], flush=True)
-    return rows
+    return command, {"LD_LIBRARY_PATH": libdir, "PYTRITON_HOME": str(home)}
+
+
+def merge(parts: list[Measurement]) -> Measurement:
+    """One row from the windows of all rounds: total images over total time, all latencies."""
+    latencies = [x for p in parts for x in p.latencies_ms]
+    return Measurement(
+        parts[0].system, parts[0].concurrency, sum(p.images for p in parts), sum(p.seconds for p in parts), latencies
+    )
 
 
 def format_rows(rows: list[Measurement], reference: float) -> str:
@@ -288,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument(
         "--arch", default="pacavit_tiny_p2cconv_100_0", help="arch to export (cached in artifacts/bench)"
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per row")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measurement window per row and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all rows, in rotated order")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads, the same for all systems")
     parser.add_argument("--max-batch", type=int, default=8, help="PaCa Serve max_batch_size")
@@ -307,25 +298,32 @@ def main(argv: list[str] | None = None) -> int:
     input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
     print(
         f"model {onnx.name}, input {list(tensor.shape)}, ORT {ort.__version__}, intra-op threads {args.threads}, "
-        f"spinning off, {args.seconds:.0f} s per row, {os.cpu_count()} CPUs",
+        f"spinning off, {args.rounds} rounds x {args.seconds:.0f} s per row, {os.cpu_count()} CPUs",
         flush=True,
     )
 
-    rows = [measure_raw(session, 1, args.seconds), measure_raw(session, args.max_batch, args.seconds)]
-    reference = rows[0].images_per_s
-    del session  # the servers get the cores
-
-    with tempfile.TemporaryDirectory() as tmp:
+    # Every system is started first; then each round measures all (system, concurrency) pairs in a rotated
+    # order, so a slow phase of the shared machine hits every system alike instead of whichever ran then.
+    Runner = Callable[[int], Measurement]
+    systems: list[tuple[str, list[int], Runner]] = [
+        ("raw ORT batch 1", [1], lambda _c: measure_raw(session, 1, args.seconds)),
+        (f"raw ORT batch {args.max_batch}", [1], lambda _c: measure_raw(session, args.max_batch, args.seconds)),
+    ]
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)
+
+        def http_system(label: str, send: Callable) -> tuple[str, list[int], Runner]:
+            return label, args.concurrency, lambda c: asyncio.run(closed_loop(send, c, args.seconds, label))
+
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         command = serve_command(onnx, "bench", port, args.threads, args.max_batch, args.delay_ms, workdir)
-        with process_until_ready(command, f"{url}/v2/health/ready", workdir / "paca.log"):
-            send = v2_sender(url, "bench", input_name, output_name, tensor)
-            for concurrency in args.concurrency:
-                label = f"paca-serve v2 (batch<={args.max_batch})"
-                rows.append(asyncio.run(closed_loop(send, concurrency, args.seconds, label)))
-                print(format_rows(rows[-1:], reference).splitlines()[-1], flush=True)
+        stack.enter_context(process_until_ready(command, f"{url}/v2/health/ready", workdir / "paca.log"))
+        systems.append(
+            http_system(
+                f"paca-serve v2 (batch<={args.max_batch})", v2_sender(url, "bench", input_name, output_name, tensor)
+            )
+        )
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -336,16 +334,38 @@ def main(argv: list[str] | None = None) -> int:
             str(port),
             str(args.threads),
         ]
-        with process_until_ready(command, f"{url}/health", workdir / "peer.log"):
-            send = peer_sender(url, tensor)
-            for concurrency in args.concurrency:
-                rows.append(asyncio.run(closed_loop(send, concurrency, args.seconds, "naive FastAPI + ORT")))
-                print(format_rows(rows[-1:], reference).splitlines()[-1], flush=True)
+        stack.enter_context(process_until_ready(command, f"{url}/health", workdir / "peer.log"))
+        systems.append(http_system("naive FastAPI + ORT", peer_sender(url, tensor)))
 
         if args.pytriton.exists():
-            rows += run_pytriton(args, onnx, tensor, input_name, output_name, workdir, reference)
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            command, env = pytriton_command(args, onnx, port, workdir)
+            stack.enter_context(
+                process_until_ready(command, f"{url}/v2/models/bench/ready", workdir / "pytriton.log", env_extra=env)
+            )
+            systems.append(
+                http_system(
+                    f"Triton (PyTriton) v2 (batch<={args.max_batch})",
+                    v2_sender(url, "bench", input_name, output_name, tensor),
+                )
+            )
         else:
             print(f"(PyTriton peer skipped: {args.pytriton} not found; see benchmarks/serving_peer_pytriton.py)")
+
+        pairs = [(label, c, run) for label, levels, run in systems for c in levels]
+        windows: dict[tuple[str, int], list[Measurement]] = {}
+        for round_index in range(args.rounds):
+            shift = round_index % len(pairs)
+            for label, concurrency, run in pairs[shift:] + pairs[:shift]:
+                part = run(concurrency)
+                windows.setdefault((label, concurrency), []).append(part)
+                print(
+                    f"round {round_index + 1}/{args.rounds}: {label} c={concurrency}: {part.images_per_s:.1f} img/s",
+                    flush=True,
+                )
+    rows = [merge(windows[(label, c)]) for label, c, _ in pairs]
+    reference = rows[0].images_per_s
 
     print()
     print(format_rows(rows, reference))
