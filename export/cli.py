@@ -37,6 +37,11 @@ def export_command(
     opset: Annotated[int, typer.Option(help="ONNX default-domain opset (>= 18).", min=18)] = 18,
     inline: Annotated[bool, typer.Option(
         help="Write a plugin-free graph: PaCaAttention nodes replaced by their body (no `paca` domain).")] = False,
+    verify: Annotated[bool, typer.Option(
+        help="After writing, run ONNX Runtime and PyTorch on random inputs (batch 1 and 3; detection 1) and "
+             "fail if any output differs by more than 1e-4.")] = False,
+    verify_hw: Annotated[str | None, typer.Option(
+        help="HEIGHTxWIDTH for --verify with dense tasks (default 224x320).")] = None,
 ) -> None:
     """Export ARCH to one self-contained ONNX file.
 
@@ -46,13 +51,26 @@ def export_command(
     (arch, task, preprocessing, labels) so the service needs nothing but the file.
     """
     _known_arch(arch)
-    from export.onnx_export import export_onnx
+    hw = _hw_option(verify_hw, "--verify-hw")
+    from export.onnx_export import export_onnx, load_model
     from export.progress import step_progress
 
+    model = load_model(arch, checkpoint)
     with step_progress(f"export {arch}", EXPORT_STEPS) as report:
-        path = export_onnx(arch, output, checkpoint=checkpoint, opset=opset, inline=inline, progress=report)
+        path = export_onnx(arch, output, model=model, opset=opset, inline=inline, progress=report)
     size_mb = path.stat().st_size / 1e6
     typer.echo(f"{path} ({size_mb:.1f} MB)")
+    if verify:
+        from export.verify import verify_export
+
+        try:
+            results = verify_export(path, model, hw=hw)
+        except AssertionError as exc:
+            typer.echo(f"verification FAILED: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        for result in results:
+            typer.echo(f"verified batch {result.batch} {result.hw[0]}x{result.hw[1]}: "
+                       f"max |ONNX Runtime − PyTorch| = {result.worst:.2e}")
 
 
 BUILD_STEPS = 6  # the report() calls of build_engine

@@ -151,6 +151,17 @@ def test_without_function_body_onnxruntime_refuses(classifier):
         session(plugin_only.SerializeToString())
 
 
+def test_verify_catches_a_different_model(classifier):
+    from export.verify import verify_export
+
+    _, path = classifier
+    assert verify_export(path, classifier[0], batches=(1, 3))[1].worst < ATOL
+    torch.manual_seed(123)
+    other = get_arch("demo_digits_cls").factory().eval()
+    with pytest.raises(AssertionError, match=r"max \|ONNX Runtime − PyTorch\|"):
+        verify_export(path, other)
+
+
 def test_export_rejects_old_opset(tmp_path):
     with pytest.raises(ValueError, match="opset"):
         export_onnx("demo_digits_cls", tmp_path / "x.onnx", opset=17)

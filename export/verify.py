@@ -1,0 +1,76 @@
+"""Check an exported file against the PyTorch model it came from: ONNX Runtime vs PyTorch, every output.
+
+Used by `paca export --verify` and by the parity tests' helpers; shapes default to the arch's
+preprocessing size (dense tasks: a non-square size so H ≠ W is exercised).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.metadata import read_metadata
+
+DEFAULT_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    batch: int
+    hw: tuple[int, int]
+    max_abs_diff: dict[str, float]
+
+    @property
+    def worst(self) -> float:
+        return max(self.max_abs_diff.values(), default=0.0)
+
+
+def reference_outputs(model: nn.Module, task: str, pixels: torch.Tensor) -> list[np.ndarray]:
+    with torch.no_grad():
+        if task == "detection":
+            main, assignments = model.forward_raw_with_clusters(pixels, tuple(pixels.shape[-2:]))
+            tensors = list(main)
+        else:
+            main, assignments = model.forward_with_clusters(pixels)
+            tensors = [main]
+    return [t.numpy() for t in tensors] + [z.numpy() for z in assignments if z is not None]
+
+
+def verify_export(path: str | os.PathLike, model: nn.Module, *, batches: tuple[int, ...] = (1, 3),
+                  hw: tuple[int, int] | None = None, atol: float = DEFAULT_ATOL, threads: int = 2,
+                  seed: int = 0) -> list[ParityResult]:
+    """Run both at each batch size; raise AssertionError naming the output if any differs by more than atol."""
+    import onnx
+    import onnxruntime as ort
+
+    metadata = read_metadata(onnx.load(str(path), load_external_data=False))
+    if hw is None:
+        fixed = metadata.preprocess.fixed_input_size
+        hw = fixed if fixed is not None else (224, 320)
+    if metadata.task == "detection":
+        batches = (1,)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    results = []
+    for batch in batches:
+        pixels = torch.randn(batch, 3, *hw, generator=torch.Generator().manual_seed(seed + batch))
+        got = session.run(None, {"pixel_values": pixels.numpy()})
+        want = reference_outputs(model.eval(), metadata.task, pixels)
+        diffs = {}
+        for name, g, w in zip(names, got, want, strict=True):
+            if g.shape != w.shape:
+                raise AssertionError(f"{name}: ONNX Runtime shape {g.shape} != PyTorch {w.shape} (batch {batch})")
+            diffs[name] = float(np.abs(g.astype(np.float64) - w.astype(np.float64)).max()) if g.size else 0.0
+        result = ParityResult(batch, hw, diffs)
+        if result.worst > atol:
+            worst = max(diffs, key=diffs.get)
+            raise AssertionError(f"{worst}: max |ONNX Runtime − PyTorch| = {diffs[worst]:.3g} > {atol} "
+                                 f"at batch {batch}, {hw[0]}x{hw[1]}")
+        results.append(result)
+    return results
