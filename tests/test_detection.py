@@ -335,3 +335,29 @@ def test_registered_detection_archs() -> None:
     assert models.get_arch("mask_rcnn_pacavit_small_p2cconv_2_0").checkpoint_files == (
         "mask_rcnn_pacavit_small_p2cconv_2_0_mstrain_480_800_1x_coco.pth",)
     assert len(models.list_archs("detection")) >= 13
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@torch.no_grad()
+def test_cuda_kernels_match_cpu_on_fixed_boxes() -> None:
+    """Backbone + FPN, aligned RoIAlign (CUDA kernel) and the mask head agree with the CPU path.
+
+    Fixed boxes and labels keep NMS tie-breaking out of the comparison."""
+    model = _small_detector()
+    x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(8))
+    boxes = torch.tensor([[3.0, 4.5, 60.0, 50.0], [10.0, 20.0, 120.0, 90.0], [0.0, 0.0, 7.5, 9.0]])
+    labels = torch.tensor([0, 2, 1])
+    cpu_levels = list(model.backbone(x).values())
+    cpu_pooled = model.roi_heads.box_roi_pool.pool(cpu_levels[:4], [boxes])
+    cpu_masks = model._mask_probs(cpu_levels[:4], boxes, labels)
+    model = model.cuda()
+    gpu_levels = list(model.backbone(x.cuda()).values())
+    for cpu_level, gpu_level in zip(cpu_levels, gpu_levels, strict=True):
+        torch.testing.assert_close(gpu_level.cpu(), cpu_level, rtol=1e-3, atol=1e-3)
+    gpu_pooled = model.roi_heads.box_roi_pool.pool(gpu_levels[:4], [boxes.cuda()])
+    torch.testing.assert_close(gpu_pooled.cpu(), cpu_pooled, rtol=1e-3, atol=1e-3)
+    gpu_masks = model._mask_probs(gpu_levels[:4], boxes.cuda(), labels.cuda())
+    torch.testing.assert_close(gpu_masks.cpu(), cpu_masks, rtol=1e-3, atol=1e-3)
+    raw = model.forward_raw(x.cuda(), (96, 128))
+    assert raw[0].is_cuda and raw[3].shape[1:] == (28, 28)
