@@ -43,7 +43,7 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
     settings = settings or ServerSettings()
     repository = repository or load_repository(settings.config)
     metrics = Metrics()
-    manager = ModelManager(repository, on_batch=metrics.observe_batch)
+    manager = ModelManager(repository, metrics=metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -75,7 +75,8 @@ class DynamicBatcher:
         batching: BatchingConfig,
         stats: ModelStats,
         batchable: bool = True,
-        on_batch: object = None,
+        on_batch: Callable[[int], None] | None = None,
+        on_queued: Callable[[float], None] | None = None,
     ) -> None:
         if not backends:
             raise ValueError("a batcher needs at least one backend instance")
@@ -84,7 +85,8 @@ class DynamicBatcher:
         self.batchable = batchable
         self.config = batching
         self.stats = stats
-        self._on_batch = on_batch  # callable(batch_size) for the batch-size histogram
+        self._on_batch = on_batch  # batch size → histogram
+        self._on_queued = on_queued  # seconds a request waited → histogram
         self._instances = [
             _Instance(i, backend, ThreadPoolExecutor(1, thread_name_prefix=f"{model_name}-{i}"))
             for i, backend in enumerate(backends)
@@ -281,6 +283,8 @@ class DynamicBatcher:
         started = time.monotonic_ns()
         for request in batch:
             self.stats.record_queue(started - request.enqueued_ns)
+            if self._on_queued is not None:
+                self._on_queued((started - request.enqueued_ns) / 1e9)
         try:
             outputs, timings = await loop.run_in_executor(instance.executor, _run_batch, instance.backend, batch)
         except ServiceError as exc:
@@ -291,7 +295,7 @@ class DynamicBatcher:
         else:
             samples = sum(request.batch_size for request in batch)
             self.stats.record_execution(samples, len(batch), *timings)
-            if callable(self._on_batch):
+            if self._on_batch is not None:
                 self._on_batch(samples)
             for request, result in zip(batch, outputs, strict=True):
                 if not request.future.done():

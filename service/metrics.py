@@ -47,9 +47,6 @@ class Metrics:
             registry=self.registry,
         )
 
-    def observe_batch(self, model: str, size: int) -> None:
-        self.batch_size.labels(model=model).observe(size)
-
     def render(self, stats: Iterable[ModelStats]) -> bytes:
         return render_triton(list(stats)).encode() + generate_latest(self.registry)
 

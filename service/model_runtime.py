@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from PIL import Image
 from service.backends import Backend, TensorSpec, create_backend
 from service.batcher import DynamicBatcher
 from service.errors import BadRequest, ModelNotFound, NotReady
+from service.metrics import Metrics
 from service.model_info import ModelInfo
 from service.repository import ModelConfig, RepositoryConfig
 from service.stats import ModelStats
@@ -47,7 +48,7 @@ def ensure_artifact(config: ModelConfig) -> ModelConfig:
 class ServedModel:
     """One repository entry: load → warm up → serve through the batcher."""
 
-    def __init__(self, config: ModelConfig, *, on_batch: Callable[[str, int], None] | None = None) -> None:
+    def __init__(self, config: ModelConfig, *, metrics: Metrics | None = None) -> None:
         self.config = config
         self.name = config.name
         self.stats = ModelStats(config.name, config.version)
@@ -56,7 +57,7 @@ class ServedModel:
         self.batcher: DynamicBatcher | None = None
         self.ready = False
         self.error: str | None = None
-        self._on_batch = on_batch
+        self._metrics = metrics
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def load(self) -> None:
@@ -75,7 +76,7 @@ class ServedModel:
 
     def start(self) -> None:
         assert self.info is not None
-        on_batch = self._on_batch
+        metrics = self._metrics
         self.batcher = DynamicBatcher(
             self.name,
             self.backends,
@@ -83,7 +84,8 @@ class ServedModel:
             batching=self.config.batching,
             stats=self.stats,
             batchable=self.batchable,
-            on_batch=(lambda size: on_batch(self.name, size)) if on_batch else None,
+            on_batch=metrics.batch_size.labels(model=self.name).observe if metrics else None,
+            on_queued=metrics.queue_latency.labels(model=self.name).observe if metrics else None,
         )
         self.batcher.start()
 
@@ -192,8 +194,8 @@ class ServedModel:
 class ModelManager:
     """All served models; the server is ready when every one of them has loaded and warmed up."""
 
-    def __init__(self, repository: RepositoryConfig, *, on_batch: Callable[[str, int], None] | None = None) -> None:
-        self.models: dict[str, ServedModel] = {m.name: ServedModel(m, on_batch=on_batch) for m in repository.models}
+    def __init__(self, repository: RepositoryConfig, *, metrics: Metrics | None = None) -> None:
+        self.models: dict[str, ServedModel] = {m.name: ServedModel(m, metrics=metrics) for m in repository.models}
         self.ready = False
 
     def get(self, name: str, *, task: str | None = None, ready: bool = True) -> ServedModel:

@@ -88,6 +88,7 @@ def test_metrics_use_triton_names_and_histograms(slow_server) -> None:
         assert f'{family}{{model="{CLASSIFIER}",version="1"' in text, family
     assert "# TYPE paca_request_duration_seconds histogram" in text
     assert f'paca_batch_size_bucket{{le="+Inf",model="{CLASSIFIER}"}}' in text
+    assert f'paca_queue_duration_seconds_count{{model="{CLASSIFIER}"}}' in text
     assert f'paca_request_duration_seconds_count{{api="v1/classify",model="{CLASSIFIER}",status="200"}}' in text
     # The queue held every request ~HOLD_MS: the cumulative queue time shows it.
     queue_us = _metric_line(text, f'nv_inference_queue_duration_us{{model="{CLASSIFIER}",version="1"}}')
