@@ -74,6 +74,8 @@ def export_onnx(arch: str, output: str | os.PathLike, *, checkpoint: str | os.Pa
     """Export `arch` (or the given `model` of that arch) to `output`; returns the written path."""
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (LayerNormalization, Resize semantics), got {opset}")
+    if model is not None and checkpoint is not None:
+        raise ValueError("pass either a model or a checkpoint to load, not both")
     report = progress or (lambda _msg: None)
     spec = get_arch(arch)
     output = Path(output)
