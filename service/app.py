@@ -82,11 +82,11 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
 
 async def _start_models(app: FastAPI, manager: ModelManager, settings: ServerSettings, servers: list) -> None:
     try:
-        await manager.start()
-        if settings.grpc_port:
+        if settings.grpc_port:  # up before the models, like HTTP: ServerLive answers, ServerReady says false
             from service.api.grpc_server import start_grpc_server
 
             servers.append(await start_grpc_server(app, settings.host, settings.grpc_port))
+        await manager.start()
     except Exception:
         log.exception("model loading failed")
         if settings.exit_on_error:

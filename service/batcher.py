@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -152,7 +153,8 @@ class DynamicBatcher:
         if len(self._queue) >= self.config.max_queue_size:
             self.stats.record_failure(0, "REJECTED")
             raise QueueFull(
-                f"model {self.model_name!r}: queue is full ({self.config.max_queue_size} waiting requests)"
+                f"model {self.model_name!r}: queue is full ({self.config.max_queue_size} waiting requests)",
+                retry_after_s=self._drain_estimate_s(),
             )
         deadline = self._deadline(timeout_s)
         loop = asyncio.get_running_loop()
@@ -194,6 +196,13 @@ class DynamicBatcher:
                 "split the request"
             )
         return batch_size
+
+    def _drain_estimate_s(self) -> int:
+        """Whole seconds until the current queue is likely worked off (Retry-After), at least 1."""
+        # compute_infer is recorded per request, so its mean is the duration of the batch a request ran in.
+        per_batch_s = self.stats.compute_infer.ns / max(self.stats.compute_infer.count, 1) / 1e9
+        batches = len(self._queue) / max(self.max_batch_size, 1) / len(self._instances)
+        return max(1, math.ceil(batches * per_batch_s))
 
     def _deadline(self, timeout_s: float | None) -> float | None:
         configured = self.config.queue_timeout_ms / 1000.0 if self.config.queue_timeout_ms > 0 else None

@@ -49,7 +49,7 @@ def repository_dict(artifacts: Path, **overrides: dict) -> dict:
     models = [
         {"name": CLASSIFIER, "artifact": str(artifacts / "classifier.onnx"), "max_batch_size": 8,
          "batching": {"max_queue_delay_ms": 20, "max_queue_size": 64, "queue_timeout_ms": 60000}},
-        {"name": SEGMENTER, "artifact": str(artifacts / "segmenter.onnx"), "max_batch_size": 4,
+        {"name": SEGMENTER, "artifact": str(artifacts / "segmenter.onnx"), "max_batch_size": 4, "instances": 2,
          "batching": {"max_queue_delay_ms": 20, "max_queue_size": 64, "queue_timeout_ms": 60000},
          "warmup": {"image_sizes": [[120, 160]]}},
         {"name": DETECTOR, "artifact": str(artifacts / "detector.onnx"), "max_batch_size": 1,

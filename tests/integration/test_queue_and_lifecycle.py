@@ -119,7 +119,7 @@ def test_graceful_shutdown_finishes_accepted_requests(artifacts_dir, tmp_path) -
 
 
 def test_ready_only_after_every_model_warmed_up(artifacts_dir, tmp_path) -> None:
-    slow_warmup = {CLASSIFIER: {"warmup": {"count": 60}}}  # 8 batch sizes × 60 runs: a second or more
+    slow_warmup = {CLASSIFIER: {"warmup": {"count": 30}}}  # 8 batch sizes × 30 runs
     server = start_server(tmp_path, repository_dict(artifacts_dir, **slow_warmup), wait_ready=False)
     try:
         seen_live_not_ready = False
@@ -142,7 +142,7 @@ def test_ready_only_after_every_model_warmed_up(artifacts_dir, tmp_path) -> None
             time.sleep(0.05)
         assert seen_live_not_ready, "the server should be live (not ready) while warming up"
         wait_until_ready(server)
-        assert "ready after 480 warm-up runs" in server.log()
+        assert "ready after 240 warm-up runs" in server.log()
         response = httpx.post(f"{server.url}/v1/models/{CLASSIFIER}/classify", files={"image": images.png(1)})
         assert response.status_code == 200
     finally:

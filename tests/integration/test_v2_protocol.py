@@ -54,6 +54,9 @@ def test_model_metadata_and_config_follow_triton_conventions(client: httpx.Clien
     det_config = client.get(f"/v2/models/{DETECTOR}/config").json()
     assert det_config["max_batch_size"] == 0 and "dynamic_batching" not in det_config
     assert det_config["input"][0]["dims"] == [1, 3, -1, -1]
+    seg_config = client.get(f"/v2/models/{SEGMENTER}/config").json()
+    assert seg_config["instance_group"][0]["count"] == 2 and seg_config["parameters"]["paca.task"] == {
+        "string_value": "segmentation"}
     seg_metadata = client.get(f"/v2/models/{SEGMENTER}").json()
     assert seg_metadata["inputs"][0]["shape"] == [-1, 3, -1, -1]
 
