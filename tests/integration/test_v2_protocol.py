@@ -261,3 +261,32 @@ def test_perf_analyzer_grpc(server, tmp_path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Throughput:" in result.stdout and "Server:" in result.stdout
+
+
+def test_concurrent_v2_requests_with_their_own_batches_are_split_back_correctly(server, artifacts_dir) -> None:
+    """Requests carrying 1–3 samples each share backend batches; every request gets exactly its rows back."""
+    import asyncio
+
+    tensors = [_pixels(100 + i, (1 + i % 3, 3, 32, 32)) for i in range(12)]
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            return list(await asyncio.gather(*(
+                http.post(f"/v2/models/{CLASSIFIER}/infer", json={"inputs": [{
+                    "name": "pixel_values", "shape": list(t.shape), "datatype": "FP32", "data": t.ravel().tolist()}],
+                    "outputs": [{"name": "logits"}, {"name": "clusters_stage1"}]})
+                for t in tensors)))
+
+    before = httpx.get(f"{server.url}/v2/models/{CLASSIFIER}/stats").json()["model_stats"][0]
+    responses = asyncio.run(send_all())
+    after = httpx.get(f"{server.url}/v2/models/{CLASSIFIER}/stats").json()["model_stats"][0]
+    session = reference.session(artifacts_dir / "classifier.onnx")
+    for pixels, response in zip(tensors, responses, strict=True):
+        assert response.status_code == 200, response.text
+        outputs = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in response.json()["outputs"]}
+        logits, clusters = session.run(["logits", "clusters_stage1"], {"pixel_values": pixels})
+        np.testing.assert_allclose(outputs["logits"], logits, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(outputs["clusters_stage1"], clusters, rtol=1e-5, atol=1e-6)
+    samples = sum(len(t) for t in tensors)
+    assert after["inference_count"] - before["inference_count"] == samples
+    assert after["execution_count"] - before["execution_count"] < len(tensors)
