@@ -38,5 +38,5 @@ class PaCaFPNBackbone(nn.Module):
         self, x: torch.Tensor
     ) -> tuple[OrderedDict[str, torch.Tensor], list[torch.Tensor | None]]:
         """FPN levels plus the body's per-stage cluster assignments (B, M_i, H_i, W_i) or None."""
-        features, assignments = self.body._run_stages(x)
+        features, assignments = self.body.forward_with_clusters(x)
         return self._pyramid(features), assignments

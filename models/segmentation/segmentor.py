@@ -34,7 +34,7 @@ class Segmentor(nn.Module):
 
     def forward_with_clusters(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         """(logits, per-stage backbone assignments (B, M_i, H_i, W_i) or None where M_i = 0)."""
-        features, assignments = self.backbone._run_stages(pixel_values)
+        features, assignments = self.backbone.forward_with_clusters(pixel_values)
         return self.decode_head(features), assignments
 
     def forward_with_head_clusters(
@@ -44,7 +44,7 @@ class Segmentor(nn.Module):
 
         The third item is None for heads without clusters (UperNet).
         """
-        features, assignments = self.backbone._run_stages(pixel_values)
+        features, assignments = self.backbone.forward_with_clusters(pixel_values)
         if isinstance(self.decode_head, PaCaSegHead):
             logits, head_z = self.decode_head.forward_with_assignment(features)
             return logits, assignments, head_z
