@@ -14,7 +14,7 @@ from tests.integration import images
 from tests.integration.conftest import CLASSIFIER, repository_dict, start_server, stop_server, wait_until_ready
 
 # A batch of the classifier is held open for HOLD_MS unless it fills up (8), so requests provably wait.
-HOLD_MS = 1500
+HOLD_MS = 2000
 SLOW_BATCHER = {CLASSIFIER: {"batching": {"max_queue_delay_ms": HOLD_MS, "max_queue_size": 3,
                                           "queue_timeout_ms": 60000}}}
 
