@@ -8,13 +8,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import time
 
 import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.integration import images
-from tests.integration.conftest import CLASSIFIER, DETECTOR, SEGMENTER, start_server, stop_server
+from tests.integration.conftest import CLASSIFIER, DETECTOR, SEGMENTER, free_port, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +129,66 @@ def test_tensorrt_backend_serves_an_engine_like_onnxruntime(server, artifacts_di
             np.testing.assert_allclose([t["score"] for t in top_a], [t["score"] for t in top_b], atol=1e-3)
     finally:
         stop_server(trt_server)
+
+
+PYTRITON_PYTHON = REPO_ROOT / "tools" / "venv-pytriton" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def real_triton(artifacts_dir, tmp_path_factory):
+    """The Triton Inference Server bundled in nvidia-pytriton (own venv), serving the classifier's logits as
+    model "bench" through benchmarks/serving_peer_pytriton.py."""
+    if not PYTRITON_PYTHON.exists():
+        pytest.skip("tools/venv-pytriton is not installed (see benchmarks/serving_peer_pytriton.py)")
+    libdir = subprocess.run([str(PYTRITON_PYTHON), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    home = tmp_path_factory.mktemp("pytriton")
+    port = free_port()
+    log_path = home / "triton.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [str(PYTRITON_PYTHON), str(REPO_ROOT / "benchmarks" / "serving_peer_pytriton.py"),
+             str(artifacts_dir / "classifier.onnx"), str(port), "1", "8", "2000"],
+            stdout=log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, "LD_LIBRARY_PATH": libdir, "PYTRITON_HOME": str(home), "PYTHONPATH": ""},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"PyTriton exited: {log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                if httpx.get(f"{url}/v2/models/bench/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_remote_backend_against_a_real_triton_server(server, real_triton, artifacts_dir, tmp_path) -> None:
+    proxy = start_server(tmp_path, {"models": [
+        {"name": "triton-digits", "backend": "triton", "max_batch_size": 8,
+         "artifact": str(artifacts_dir / "classifier.onnx"),  # the model description (Triton has no paca.*)
+         "options": {"url": real_triton, "model": "bench"}}]})
+    try:
+        payloads = [images.png(1000 + i, (60 + 5 * i, 45)) for i in range(8)]
+        local = asyncio.run(_post_all(server.url, f"/v1/models/{CLASSIFIER}/classify", payloads, k=5))
+        remote = asyncio.run(_post_all(proxy.url, "/v1/models/triton-digits/classify", payloads, k=5))
+        for a, b in zip(local, remote, strict=True):
+            assert b.status_code == 200, b.text
+            top_a, top_b = a.json()["results"][0]["top_k"], b.json()["results"][0]["top_k"]
+            assert [t["index"] for t in top_a] == [t["index"] for t in top_b]
+            np.testing.assert_allclose([t["score"] for t in top_a], [t["score"] for t in top_b], atol=1e-5)
+        stats = httpx.get(f"{real_triton}/v2/models/bench/stats").json()["model_stats"][0]
+        assert int(stats["inference_count"]) >= len(payloads)
+    finally:
+        stop_server(proxy)
