@@ -169,8 +169,12 @@ def test_plugin_tactics_and_grid():
     assert all(plugin_logic.shared_memory_ok(48, t) for t in plugin_logic.tactic_ids())
 
 
-def test_aot_kernel_compiles_to_ptx_for_sm90():
-    """The exact triton.compile call of the plugin's aot_impl, for Hopper, on this CPU-only machine."""
+def test_aot_kernel_compiles_to_ptx_for_sm90(tmp_path):
+    """The exact triton.compile call of the plugin's aot_impl, for Hopper, on this CPU-only machine; the
+    trimmed PTX (inputs, N, M, output — the QDP launch order) must still assemble with ptxas."""
+    import os
+    import subprocess
+
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -184,13 +188,26 @@ def test_aot_kernel_compiles_to_ptx_for_sm90():
     compiled = triton.compile(ASTSource(fn=paca_attention_kernel, signature=signature, constexprs=constants),
                               target=GPUTarget("cuda", 90, 32),
                               options={"num_warps": config.num_warps, "num_stages": config.num_stages})
-    ptx = compiled.asm["ptx"]
-    assert ".target sm_90" in ptx and compiled.metadata.name == "paca_attention_kernel"
-    entry = re.search(r"\.entry paca_attention_kernel\(([^)]*)\)", ptx).group(1)
-    # 4 pointers + N + M, then the scratch-pointer slots the plugin fills with placeholders
-    assert entry.count(".param") == 6 + plugin_logic.EXTRA_SCRATCH_ARGS
+    assert compiled.metadata.name == "paca_attention_kernel" and compiled.metadata.num_warps == config.num_warps
     assert not getattr(compiled.metadata, "global_scratch_size", 0)
-    assert compiled.metadata.num_warps == config.num_warps
+    ptx = plugin_logic.strip_unused_params(compiled.asm["ptx"], compiled.metadata.name, plugin_logic.KERNEL_PARAMS)
+    entry = re.search(r"\.entry paca_attention_kernel\(([^)]*)\)", ptx).group(1)
+    assert entry.count(".param") == plugin_logic.KERNEL_PARAMS and ".target sm_90" in ptx
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    (tmp_path / "k.ptx").write_text(ptx)
+    result = subprocess.run([ptxas, "-arch=sm_90a", str(tmp_path / "k.ptx"), "-o", str(tmp_path / "k.cubin")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "k.cubin").stat().st_size > 0
+
+
+def test_strip_unused_params_refuses_used_ones():
+    ptx = ".entry k(\n\t.param .u64 k_param_0,\n\t.param .u64 k_param_1\n)\n{ ld.param.u64 %rd1, [k_param_1]; }"
+    with pytest.raises(ValueError, match="uses its parameter k_param_1"):
+        plugin_logic.strip_unused_params(ptx, "k", 1)
+    assert plugin_logic.strip_unused_params(ptx, "k", 2).count(".param .u64") == 2
+    with pytest.raises(ValueError, match=r"no \.entry"):
+        plugin_logic.strip_unused_params(ptx, "other", 1)
 
 
 # ------------------------------------------------------------------------ builder against a fake TRT

@@ -4,8 +4,9 @@ One program computes BLOCK_N query rows of one (batch, head): scaled scores agai
 BLOCK_M tiles with an online softmax (so any M works, also the M = N patch attention of stages
 without clusters), the weighted sum of v, and writes its slice of the merged-head output.
 q, k, v, out are contiguous (B, N|M, C) with C = NUM_HEADS · HEAD_DIM — exactly the TensorRT plugin's
-I/O layout. The runtime arguments are only pointers and (N, M), so the same source compiles to the
-PTX the TensorRT plugin embeds (QDP aot_impl); NUM_HEADS, HEAD_DIM and SCALE are compile-time.
+I/O layout. The runtime arguments are ordered like a QDP AOT launch (inputs, extra scalars N and M,
+outputs), so the same source compiles to the PTX the TensorRT plugin embeds; NUM_HEADS, HEAD_DIM and
+SCALE are compile-time.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def grid(n: int, batch: int, num_heads: int, config: KernelConfig) -> tuple[int,
 
 @triton.jit
 def paca_attention_kernel(
-    q_ptr, k_ptr, v_ptr, out_ptr, N, M,
+    q_ptr, k_ptr, v_ptr, N, M, out_ptr,
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, SCALE: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):

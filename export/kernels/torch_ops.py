@@ -41,7 +41,7 @@ def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_head
     config = config or choose_config(n, m)
     dtype_name = str(q.dtype).removeprefix("torch.")
     paca_attention_kernel[grid(n, batch, num_heads, config)](
-        q, k, v, out, n, m, **constexprs(num_heads, channels // num_heads, scale, config, dtype_name),
+        q, k, v, n, m, out, **constexprs(num_heads, channels // num_heads, scale, config, dtype_name),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

@@ -60,6 +60,7 @@ def paca_attention_aot(q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDes
     compiled = _compile(element, constants, config.num_warps, config.num_stages, _capability())
     if getattr(compiled.metadata, "global_scratch_size", 0) or getattr(compiled.metadata, "profile_scratch_size", 0):
         raise RuntimeError("PaCaAttention kernel needs Triton scratch memory, which the QDP launch cannot pass")
+    ptx = logic.strip_unused_params(compiled.asm["ptx"], compiled.metadata.name, logic.KERNEL_PARAMS)
 
     batch, n, m = q.shape_expr[0], q.shape_expr[1], k.shape_expr[1]
     grid_x, grid_y = logic.launch_grid(batch, n, num_heads, tactic)
@@ -68,9 +69,5 @@ def paca_attention_aot(q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDes
     launch.block_x = compiled.metadata.num_warps * 32
     launch.shared_mem = compiled.metadata.shared
 
-    extra = trtp.SymIntExprs(2 + logic.EXTRA_SCRATCH_ARGS)
-    extra[0] = trtp.SymInt32(n)
-    extra[1] = trtp.SymInt32(m)
-    for i in range(logic.EXTRA_SCRATCH_ARGS):  # fill the scratch-pointer parameter slots (never read)
-        extra[2 + i] = trtp.SymInt32(0)
-    return compiled.metadata.name, compiled.asm["ptx"], launch, extra
+    extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(n), trtp.SymInt32(m)])  # between inputs and outputs
+    return compiled.metadata.name.encode(), ptx.encode(), launch, extra

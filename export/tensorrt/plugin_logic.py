@@ -6,19 +6,20 @@ without TensorRT. Shape arguments may be ints or TensorRT symbolic expressions: 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from export.kernels.attention_triton import CONFIGS, KernelConfig, block_d, constexprs
 
 PLUGIN_ID = "paca::PaCaAttention"
+KERNEL_PARAMS = 6  # q, k, v, N, M, out — what a QDP AOT launch passes
 # TensorRT DataType names → Triton pointer element types (the plugin supports these).
 TRT_TO_TRITON_DTYPE = {"FLOAT": "fp32", "HALF": "fp16", "BF16": "bf16"}
 TRITON_TO_TORCH_NAME = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 DEFAULT_TACTIC = 2  # CONFIGS[1]
 # q, k, v and the output share one type; "|" lists are matched index-wise by TensorRT.
 TYPE_COMBINATION = "FP32|FP16, FP32|FP16, FP32|FP16, FP32|FP16"
-EXTRA_SCRATCH_ARGS = 2  # Triton ≥ 3.3 kernels end with global/profile scratch pointers (unused here)
 
 
 def tactic_ids() -> list[int]:
@@ -45,8 +46,29 @@ def triton_dtype(trt_dtype_name: str) -> str:
 def kernel_signature(element: str, constexpr_names: Sequence[str]) -> dict[str, str]:
     """`triton.compiler.ASTSource` signature of `paca_attention_kernel` for one element type."""
     pointer = f"*{element}"
-    return {"q_ptr": pointer, "k_ptr": pointer, "v_ptr": pointer, "out_ptr": pointer, "N": "i32", "M": "i32",
+    return {"q_ptr": pointer, "k_ptr": pointer, "v_ptr": pointer, "N": "i32", "M": "i32", "out_ptr": pointer,
             **dict.fromkeys(constexpr_names, "constexpr")}
+
+
+def strip_unused_params(ptx: str, kernel_name: str, keep: int) -> str:
+    """Drop the entry parameters after the first `keep` when the body never reads them.
+
+    Triton ≥ 3.3 appends global/profile scratch pointers to every kernel; a QDP AOT launch passes only
+    inputs, extra scalars and outputs, so the PTX entry must declare exactly those.
+    """
+    entry = re.search(rf"\.entry {re.escape(kernel_name)}\(([^)]*)\)", ptx)
+    if entry is None:
+        raise ValueError(f"no .entry {kernel_name} in the PTX")
+    params = [p.strip() for p in entry.group(1).split(",") if p.strip()]
+    if len(params) < keep:
+        raise ValueError(f"{kernel_name} declares {len(params)} parameters, expected at least {keep}")
+    body = ptx[entry.end():]
+    for param in params[keep:]:
+        name = param.split()[-1]
+        if re.search(rf"\b{re.escape(name)}\b", body):
+            raise ValueError(f"{kernel_name} uses its parameter {name}; it cannot be dropped")
+    kept = ",\n\t".join(params[:keep])
+    return ptx[:entry.start()] + f".entry {kernel_name}(\n\t{kept}\n)" + body
 
 
 def kernel_constexprs(num_heads: int, channels: int, scale: float, tactic: int, element: str) -> dict[str, Any]:
