@@ -132,3 +132,24 @@ def test_triton_metrics_text_has_exact_names_and_labels() -> None:
     assert 'nv_inference_compute_infer_duration_us{model="m",version="1"} 18' in lines  # 2 requests × 9 µs
     assert 'nv_inference_request_duration_us{model="m",version="1"} 51' in lines
     assert not any("_total" in line for line in lines)
+
+
+def test_tensorrt_backend_finds_the_model_description_without_tensorrt(tmp_path) -> None:
+    """The pure-Python parts of the TensorRT backend: where the source ONNX is, or the registry fallback."""
+    import json
+
+    from service.backends.tensorrt_backend import metadata_from_arch, source_onnx
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "model.onnx").write_bytes(b"onnx")
+    (cache / "model.plan").write_bytes(b"plan")
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "served.plan").symlink_to(cache / "model.plan")
+    assert source_onnx(links / "served.plan", {}, "model.onnx") == cache / "model.onnx"
+    assert source_onnx(links / "served.plan", {"onnx": "/x/y.onnx"}, "model.onnx").as_posix() == "/x/y.onnx"
+    assert source_onnx(links / "served.plan", {}, "other.onnx") is None
+    metadata = metadata_from_arch("demo_digits_cls", ["logits", "clusters_stage1"])
+    assert metadata["paca.task"] == "classification" and json.loads(metadata["paca.label_names"])[3] == "3"
+    assert json.loads(metadata["paca.outputs"]) == ["logits", "clusters_stage1"]

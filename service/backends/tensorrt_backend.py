@@ -3,8 +3,9 @@
 Thin on purpose: the export engineer's `export.tensorrt.runtime.load_engine` checks the manifest (TensorRT
 version, compute capability, source ONNX hash) and registers the PaCaAttention plugin *before*
 deserialising, so a mismatched engine or a missing plugin fails at start-up with a clear message.
-Options: onnx (source ONNX file: its metadata describes the model; default: the manifest's onnx_file next
-to the engine), plugins (extra plugin libraries to load first). Data-dependent output shapes (detection
+Options: onnx (source ONNX file: its metadata describes the model and its hash is checked; default: the
+manifest's onnx_file next to the engine or its symlink target, else the manifest's arch from the registry),
+plugins (extra plugin libraries to load first). Data-dependent output shapes (detection
 engines) are not supported yet: serve detection with onnxruntime or torch.
 """
 
@@ -23,12 +24,30 @@ _NUMPY_TO_V2 = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16", np.d
                 np.dtype(np.int32): "INT32", np.dtype(np.bool_): "BOOL", np.dtype(np.uint8): "UINT8"}
 
 
-def source_onnx(engine_path: Path, options: Mapping[str, object], onnx_file_in_manifest: str) -> Path:
-    """The ONNX file the engine was built from: options.onnx, else the manifest's file next to the engine."""
+def source_onnx(engine_path: Path, options: Mapping[str, object], onnx_file_in_manifest: str) -> Path | None:
+    """The ONNX file the engine was built from: options.onnx, else the manifest's file next to the engine
+    (or next to the engine's symlink target, where engine caches keep it); None when not found."""
     if options.get("onnx"):
         return Path(str(options["onnx"]))
-    candidate = Path(onnx_file_in_manifest)
-    return candidate if candidate.is_absolute() else engine_path.parent / candidate.name
+    name = Path(onnx_file_in_manifest).name
+    for folder in (engine_path.parent, engine_path.resolve().parent):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def metadata_from_arch(arch: str, output_names: Sequence[str]) -> dict[str, str]:
+    """Contract-1 metadata rebuilt from the registry when the source ONNX is not at hand (the manifest
+    names the arch)."""
+    import json
+
+    from models import get_arch
+    from models.labels import load_labels
+
+    spec = get_arch(arch)
+    return {"paca.arch": arch, "paca.task": spec.task, "paca.preprocess": spec.preprocess.to_json(),
+            "paca.labels": spec.labels, "paca.label_names": json.dumps(load_labels(spec.labels)),
+            "paca.outputs": json.dumps(list(output_names))}
 
 
 class TensorRTBackend(Backend):
@@ -48,13 +67,12 @@ class TensorRTBackend(Backend):
         engine_path = Path(config.artifact)
         manifest = read_manifest(engine_path)
         onnx_path = source_onnx(engine_path, options, manifest.onnx_file)
-        self.engine = load_engine(engine_path, trt=trt, onnx_path=onnx_path if onnx_path.exists() else None)
+        if onnx_path is not None and not onnx_path.is_file():
+            raise FileNotFoundError(f"model {config.name!r}: options.onnx {onnx_path} does not exist")
+        self.engine = load_engine(engine_path, trt=trt, onnx_path=onnx_path)
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
         self._trt, self._torch = trt, torch
-        self._metadata = _onnx_metadata(onnx_path) if onnx_path.exists() else {}
-        if "paca.task" not in self._metadata:
-            raise ValueError(f"model {config.name!r}: source ONNX {onnx_path} (for the model description) not found")
         self._inputs, self._outputs = [], []
         for index in range(self.engine.num_io_tensors):
             tensor = self.engine.get_tensor_name(index)
@@ -62,6 +80,13 @@ class TensorRTBackend(Backend):
             spec = TensorSpec(tensor, _NUMPY_TO_V2.get(dtype, "FP32"), tuple(self.engine.get_tensor_shape(tensor)))
             is_input = self.engine.get_tensor_mode(tensor) == trt.TensorIOMode.INPUT
             (self._inputs if is_input else self._outputs).append(spec)
+        if onnx_path is not None:
+            self._metadata = _onnx_metadata(onnx_path)
+        elif manifest.arch:
+            self._metadata = metadata_from_arch(manifest.arch, [o.name for o in self._outputs])
+        else:
+            raise ValueError(f"model {config.name!r}: neither the source ONNX nor the manifest's arch is known; "
+                             "set options.onnx")
 
     def inputs(self) -> Sequence[TensorSpec]:
         return self._inputs
