@@ -7,6 +7,7 @@ providers (list; default ["CPUExecutionProvider"]), graph_optimization ("all" | 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -14,6 +15,8 @@ import onnxruntime as ort
 
 from service.backends.base import Backend, TensorSpec
 from service.repository import ModelConfig
+
+log = logging.getLogger("paca.backends.onnxruntime")
 
 _ORT_TYPES = {
     "tensor(float)": "FP32",
@@ -53,6 +56,10 @@ class OnnxRuntimeBackend(Backend):
         available = set(ort.get_available_providers())
         wanted = list(options.get("providers", ["CPUExecutionProvider"]))
         providers = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            log.warning("model %s: execution providers %s are not installed; using %s", config.name, missing,
+                        providers)
         self.session = ort.InferenceSession(str(config.artifact), session_options, providers=providers)
         self._inputs = [
             TensorSpec(i.name, _ORT_TYPES.get(i.type, "FP32"), _dims(i.shape)) for i in self.session.get_inputs()
