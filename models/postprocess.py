@@ -89,6 +89,17 @@ def _resize_matrix(out_size: int, in_size: int) -> np.ndarray:
     return weights
 
 
+def _band(matrix: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """A resampling matrix (out, in) with few, contiguous non-zeros per row → (indices, weights), both
+    (out, width): applying it costs `width` multiply-adds per output instead of `in`."""
+    nonzero = matrix != 0
+    first = nonzero.argmax(axis=1)
+    last = matrix.shape[1] - 1 - nonzero[:, ::-1].argmax(axis=1)
+    width = int((last - first).max()) + 1
+    index = np.minimum(first, matrix.shape[1] - width)[:, None] + np.arange(width)
+    return index, np.take_along_axis(matrix, index, axis=1).astype(dtype)
+
+
 def _default_input_hw(logits_hw: tuple[int, int], resized_hw: tuple[int, int]) -> tuple[int, int]:
     """The model input size behind stride-4 logits: the resized size when nothing was padded beyond it,
     else 4·(h, w) (inputs padded to a multiple of 4 or more)."""
@@ -104,7 +115,8 @@ def segmentation_label_map(seg_logits: np.ndarray, resized_hw: tuple[int, int], 
     Steps (mmseg `predict` + `postprocess_result`): bilinear upsample to the model input size
     `input_hw` (default: see `_default_input_hw`), crop to the unpadded `resized_hw` (padding is
     bottom/right), bilinear resize to `original_hw`, argmax over K. Each step is linear per axis, so
-    the three are folded into one matrix per axis and applied in row blocks.
+    the three are folded into one banded matrix per axis (a few taps per output pixel) and applied in
+    row blocks.
     """
     seg_logits = np.asarray(seg_logits)
     if seg_logits.ndim != 3:
@@ -118,11 +130,17 @@ def segmentation_label_map(seg_logits: np.ndarray, resized_hw: tuple[int, int], 
         _resize_matrix(orig, res) @ _resize_matrix(inp, logit)[:res]
         for orig, res, inp, logit in zip(original_hw, resized_hw, input_hw, logits_hw, strict=True)
     ]
-    rows_matrix, cols_matrix = per_axis  # (H, h), (W, w)
-    # Columns first (K, h, W), then blocks of output rows, so the (K, H, W) volume never exists at once.
-    by_columns = np.einsum("khw,Ww->khW", seg_logits.astype(np.float64), cols_matrix)
+    dtype = np.result_type(seg_logits.dtype, np.float32)  # float32 logits are resampled in float32, like mmseg
+    row_index, row_weights = _band(per_axis[0], dtype)  # (H, a)
+    col_index, col_weights = _band(per_axis[1], dtype)  # (W, b)
+    logits = np.ascontiguousarray(seg_logits.astype(dtype, copy=False).transpose(1, 2, 0))  # (h, w, K)
+    # Classes last keeps every gather and the argmax on contiguous K-vectors. Columns first (h, W, K),
+    # then blocks of output rows, so the (H, W, K) volume never exists at once.
+    by_columns = sum(logits[:, col_index[:, b]] * col_weights[:, b, None] for b in range(col_index.shape[1]))
     label_map = np.empty(tuple(int(v) for v in original_hw), dtype=np.int64)
     for start in range(0, label_map.shape[0], ROW_CHUNK):
-        block = np.einsum("Hh,khW->kHW", rows_matrix[start:start + ROW_CHUNK], by_columns)
-        label_map[start:start + ROW_CHUNK] = block.argmax(axis=0)
+        rows = slice(start, start + ROW_CHUNK)
+        block = sum(by_columns[row_index[rows, a]] * row_weights[rows, a, None, None]
+                    for a in range(row_index.shape[1]))  # (rows, W, K)
+        label_map[rows] = block.argmax(axis=-1)
     return label_map
