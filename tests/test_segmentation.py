@@ -217,3 +217,29 @@ def test_matrix_adaptive_pool_equals_torch_adaptive_avg_pool(hw: tuple[int, int]
     x = torch.randn(2, 4, *hw, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     for scale in (1, 2, 3, 6):
         torch.testing.assert_close(AdaptiveAvgPool(scale)(x), F.adaptive_avg_pool2d(x, scale), rtol=1e-12, atol=1e-12)
+
+
+def test_ablation_checkpoint_with_other_cluster_counts_builds_from_its_rows(reference_dir: Path) -> None:
+    from models.segmentation.clusters import build_segmentor_for_checkpoint, checkpoint_clusters
+
+    arch = "pacahead_pacavit_small_p2cconv_49_100"
+    with torch.device("meta"):
+        default = models.get_arch(arch).factory()
+    state = {k: torch.empty(v.shape, device="meta") for k, v in default.state_dict().items()}
+    assert checkpoint_clusters(state, "conv") == (200, 200, 200, 200)
+    # A checkpoint trained with the ImageNet ablation counts 49, 64, 81, 100 instead of the 200 override.
+    for i, rows in enumerate((49, 64, 81, 100), start=1):
+        key = f"backbone.stage{i}.0.attn.clustering.clustering.4.weight"
+        state[key] = torch.empty(rows, *state[key].shape[1:], device="meta")
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        default.load_state_dict(state, strict=True, assign=True)
+    with torch.device("meta"):
+        fitted = build_segmentor_for_checkpoint(arch, state)
+    assert fitted.backbone.config.clusters == (49, 64, 81, 100)
+    fitted.load_state_dict(state, strict=True, assign=True)
+    # mlp and teacher layouts are read from their own last clustering layers.
+    with torch.device("meta"):
+        mlp = models.get_arch("pacahead_pacavit_small_p2cmlp_100_0").factory().state_dict()
+        teacher = models.get_arch("pacahead_pacavit_convmixer_small_100").factory().state_dict()
+    assert checkpoint_clusters(mlp, "mlp") == (200, 200, 200, 0)
+    assert checkpoint_clusters(teacher, "conv") == (200, 200, 200, 200)
