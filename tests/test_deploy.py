@@ -279,6 +279,10 @@ def test_gpu_engine_cache_volume_is_wired() -> None:
     repository = yaml.safe_load(resources[("ConfigMap", "paca-serve-repository")]["data"]["repository.yaml"])
     engines = [m for m in repository["models"] if m["backend"] == "tensorrt"]
     assert engines and all(str(m["artifact"]).startswith(env["PACA_ENGINE_DIR"] + "/") for m in engines)
+    # Each engine names its source ONNX (metadata + hash check), which is the file the init container builds from.
+    onnx_dir = init["command"][-1]
+    for model in engines:
+        assert model["options"]["onnx"] == f"{onnx_dir}/{model['name']}.onnx"
 
 
 def test_grace_period_covers_prestop_and_drain(overlay: tuple[str, dict]) -> None:
@@ -459,7 +463,8 @@ def _fake_gpu_tools(bin_dir: Path, build_log: Path) -> dict[str, str]:
             if [ "$1" = version ]; then echo 0.1.0; exit 0; fi
             [ "$1" = build-engine ] || exit 2
             echo "$2" >> {build_log}
-            echo plan > "$4"; echo '{{"gpu": "H100"}}' > "$4.json"
+            echo plan > "$4"
+            printf '{{"gpu": "H100", "onnx_sha256": "%s"}}' "$(sha256sum "$2" | cut -d' ' -f1)" > "$4.json"
             """),
     }
     for name, body in scripts.items():
@@ -498,6 +503,12 @@ def test_ensure_engines_builds_once_per_gpu_key_and_links(tmp_path: Path) -> Non
         assert (key_dir / f"{name}.plan.json").exists()
     assert not list(key_dir.glob(".*"))  # no temporary files left behind
     assert not (tmp_path / "engines" / "demo-digits-detector.plan").exists()
+
+    # A re-exported model (same versions, new weights) gets a new engine; the other stays cached.
+    (onnx_dir / "demo-digits-segmenter.onnx").write_bytes(b"onnx, retrained")
+    assert run_tool("bash", script, onnx_dir, env=env).returncode == 0
+    rebuilt = build_log.read_text().split()[len(built) :]
+    assert [Path(p).name for p in rebuilt] == ["demo-digits-segmenter.onnx"]
 
 
 def test_ensure_engines_fails_on_a_missing_onnx(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@
 # (serving-reference §C.9), and building takes minutes. Engines are therefore built on the target GPU at
 # start (init container or image entrypoint) and cached on a persistent volume under a key made of the GPU
 # name + compute capability + TensorRT version + PaCa Serve version; a restart on the same kind of node finds
-# them and starts in seconds. Builds write to a temporary file and rename it, so replicas sharing the
+# them and starts in seconds; an engine whose manifest names another ONNX hash (a re-exported model) is
+# rebuilt. Builds write to a temporary file and rename it, so replicas sharing the
 # volume never see half-written plans.
 #
 # Usage: ensure-engines.sh ONNX_DIR [MODEL ...]
@@ -36,6 +37,13 @@ cache_key() {
     echo "${name}-sm${cc}-trt${trt}-paca${paca}"
 }
 
+# The sha256 of the ONNX file an engine was built from, as its manifest records it (empty if unknown): a
+# re-exported model (new weights, same versions) must not reuse the old engine.
+manifest_onnx_sha256() {
+    [ -f "$1" ] || return 0
+    "$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("onnx_sha256", ""))' "$1"
+}
+
 if [ "$#" -gt 0 ]; then
     models=("$@")
 elif [ -n "${PACA_ENGINE_MODELS:-}" ]; then
@@ -58,7 +66,7 @@ for model in "${models[@]}"; do
     onnx="$ONNX_DIR/$model.onnx"
     plan="$cache_dir/$model.plan"
     [ -f "$onnx" ] || { log "missing $onnx"; exit 1; }
-    if [ -f "$plan" ]; then
+    if [ -f "$plan" ] && [ "$(manifest_onnx_sha256 "$plan.json")" = "$(sha256sum "$onnx" | cut -d' ' -f1)" ]; then
         log "$model: cached"
     else
         log "$model: building (minutes)"
