@@ -361,3 +361,9 @@ def test_cuda_kernels_match_cpu_on_fixed_boxes() -> None:
     torch.testing.assert_close(gpu_masks.cpu(), cpu_masks, rtol=1e-3, atol=1e-3)
     raw = model.forward_raw(x.cuda(), (96, 128))
     assert raw[0].is_cuda and raw[3].shape[1:] == (28, 28)
+
+
+def test_forward_raw_refuses_a_batch() -> None:
+    model = _small_detector()
+    with pytest.raises(ValueError, match="one image per pass"):
+        model.forward_raw(torch.zeros(2, 3, 64, 64), (64, 64))

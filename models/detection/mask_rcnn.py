@@ -71,6 +71,14 @@ def batched_nms_mmdet(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.T
     return box_ops.nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
+def _check_single_image(pixel_values: torch.Tensor) -> None:
+    if pixel_values.dim() != 4 or pixel_values.shape[0] != 1 or pixel_values.shape[1] != 3:
+        raise ValueError(
+            f"detection runs one image per pass: expected pixel_values of shape (1, 3, H, W), "
+            f"got {tuple(pixel_values.shape)}"
+        )
+
+
 def pad_to_multiple(image: torch.Tensor, divisor: int) -> torch.Tensor:
     """Pad (…, H, W) bottom/right with zeros to multiples of `divisor` (no-op when already padded)."""
     height, width = image.shape[-2:]
@@ -111,12 +119,14 @@ class PaCaMaskRCNN(MaskRCNN):
         Labels are 0-based label-set indices; mask_probs are the sigmoid 28×28 RoI masks of each box's
         own class, not pasted. Shapes depend only on H and W except K (data-dependent, ≤ detections_per_img).
         """
+        _check_single_image(pixel_values)
         return self._detect(self.backbone(pixel_values), image_hw)
 
     def forward_raw_with_clusters(
         self, pixel_values: torch.Tensor, image_hw: tuple[int, int]
     ) -> tuple[RawDetections, list[torch.Tensor | None]]:
         """`forward_raw` plus the backbone's per-stage cluster assignments (1, M_i, H_i, W_i) or None."""
+        _check_single_image(pixel_values)
         pyramid, assignments = self.backbone.forward_with_clusters(pixel_values)
         return self._detect(pyramid, image_hw), assignments
 
