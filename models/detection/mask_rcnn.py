@@ -212,7 +212,7 @@ class PaCaMaskRCNN(MaskRCNN):
                 "boxes": boxes,
                 "labels": labels + 1,
                 "scores": scores,
-                "masks": torch.from_numpy(masks)[:, None],
+                "masks": torch.from_numpy(masks)[:, None].to(boxes.device),
             })
         return results
 
