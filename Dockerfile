@@ -75,7 +75,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PACA_ENGINE_CACHE=/var/cache/paca/engines \
     PACA_ENGINE_DIR=/run/paca/engines
 # The base image's Python 3.12 already has the TensorRT bindings; onnxruntime-gpu adds the CUDA and
-# TensorRT execution providers for the ONNX artifacts.
+# TensorRT execution providers for the ONNX artifacts; torch (CUDA 13 build) holds the TensorRT backend's
+# buffers and brings the OpenAI Triton that compiles the PaCaAttention plugin kernel.
 COPY requirements-serve-gpu.txt /tmp/requirements-serve-gpu.txt
 RUN python3 -m pip install -r /tmp/requirements-serve-gpu.txt
 WORKDIR /app

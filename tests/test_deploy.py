@@ -396,6 +396,7 @@ def test_serving_requirements_use_the_main_pins_and_no_torch() -> None:
     for name, version in serve.items():
         assert main.get(name) == version, f"{name}=={version} differs from requirements.txt"
     assert gpu.pop("onnxruntime-gpu")
+    assert gpu.pop("torch") == main["torch"]  # TensorRT backend buffers and the plugin's Triton kernel
     serve.pop("onnxruntime")
     assert gpu == serve
 
