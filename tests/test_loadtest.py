@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -83,16 +84,21 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+class RunningServer(NamedTuple):
+    url: str
+    grpc_port: int
+
+
 @pytest.fixture(scope="module")
-def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`paca serve` on a free loopback port, torch blocked; yields the base URL once /v2/health/ready is 200."""
-    port = _free_port()
+def running_server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """`paca serve` on free loopback ports, torch blocked; yields once /v2/health/ready is 200."""
+    port, grpc_port = _free_port(), _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     launcher = (
         "import sys; sys.modules['torch'] = None; "  # the serving path must not need torch (CPU image)
         "from service.cli import main; "
         f"sys.argv = ['paca', 'serve', '--config', {str(repository)!r}, '--host', '127.0.0.1', "
-        f"'--port', '{port}', '--grpc-port', '0', '--log-text']; main()"
+        f"'--port', '{port}', '--grpc-port', '{grpc_port}', '--log-text']; main()"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with log.open("w") as log_file:
@@ -113,7 +119,7 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             if time.monotonic() > deadline:
                 pytest.fail(f"server not ready after {SERVER_START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
             time.sleep(0.3)
-        yield url
+        yield RunningServer(url, grpc_port)
     finally:
         process.terminate()
         try:
@@ -121,6 +127,11 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(running_server: RunningServer) -> str:
+    return running_server.url
 
 
 def test_loopback_guard_refuses_other_hosts() -> None:
@@ -135,7 +146,8 @@ def test_loopback_guard_refuses_other_hosts() -> None:
         perf.build_command(PERF_ANALYZER, "m", "http://10.1.1.1:8000", [1], Path("x.csv"))
 
 
-def test_deployment_probes_and_hpa_metrics_exist_on_the_real_server(server: str) -> None:
+def test_deployment_probes_and_hpa_metrics_exist_on_the_real_server(running_server: RunningServer) -> None:
+    server = running_server.url
     from tests.test_deploy import K8S, by_kind, render_kustomization, server_container
 
     container = server_container(by_kind(render_kustomization(K8S / "overlays" / "cpu")))
@@ -145,6 +157,11 @@ def test_deployment_probes_and_hpa_metrics_exist_on_the_real_server(server: str)
     with open(REPO_ROOT / "loadtest" / "images" / "digit_03_label3.png", "rb") as image:
         response = httpx.post(f"{server}/v1/models/{CLASSIFIER}/classify", files={"image": image}, timeout=30)
     assert response.status_code == 200
+    # The gRPC port the Service exposes (8001 in the manifests) is served too, without torch.
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{running_server.grpc_port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=20)
     metrics = httpx.get(f"{server}/metrics", timeout=5).text
     # The prometheus-adapter rule and the KEDA query read exactly these series.
     for family in ("nv_inference_queue_duration_us", "nv_inference_request_success"):
