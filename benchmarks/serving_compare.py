@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import socket
@@ -260,6 +261,39 @@ def merge(parts: list[Measurement]) -> Measurement:
     )
 
 
+def perf_analyzer_leg(args: argparse.Namespace, targets: list[tuple[str, str]], workdir: Path) -> list[tuple]:
+    """The same servers measured by Triton's own C++ client, which costs the shared CPU far less than httpx."""
+    spec = importlib.util.spec_from_file_location("loadtest_perf", REPO_ROOT / "loadtest" / "perf_analyzer.py")
+    assert spec and spec.loader
+    perf = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = perf  # dataclasses look their module up there
+    spec.loader.exec_module(perf)
+    rows = []
+    for index, concurrency in enumerate(args.concurrency):
+        for label, url in targets[index % len(targets) :] + targets[: index % len(targets)]:
+            (result,) = perf.run_perf_analyzer(
+                "bench",
+                url,
+                [concurrency],
+                workdir / "pa",
+                binary=args.perf_analyzer,
+                request_count=args.pa_requests,
+                timeout_s=600,
+            )
+            rows.append((label, result))
+            print(f"perf_analyzer: {label} c={concurrency}: {result.infer_per_s:.1f} infer/s", flush=True)
+    return rows
+
+
+def format_pa_rows(rows: list[tuple]) -> str:
+    header = f"{'system':<20} {'conc':>4} {'infer/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'queue ms':>9}"
+    lines = [header, "-" * len(header)]
+    for label, r in sorted(rows, key=lambda row: (row[1].concurrency, row[0])):
+        queue = f"{r.server_queue_ms:>9.2f}" if r.server_queue_ms is not None else f"{'-':>9}"
+        lines.append(f"{label:<20} {r.concurrency:>4} {r.infer_per_s:>9.1f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {queue}")
+    return "\n".join(lines)
+
+
 def format_rows(rows: list[Measurement], reference: float) -> str:
     header = f"{'system':<34} {'conc':>4} {'images':>7} {'img/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs raw':>7}"
     lines = [header, "-" * len(header)]
@@ -290,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO_ROOT / "tools" / "venv-pytriton" / "bin" / "python",
         help="Python of a venv with nvidia-pytriton + onnxruntime (peer 2; skipped if absent)",
     )
+    parser.add_argument(
+        "--perf-analyzer",
+        type=Path,
+        default=REPO_ROOT / "tools" / "bin" / "perf_analyzer",
+        help="also measure the v2 servers with perf_analyzer (skipped if absent)",
+    )
+    parser.add_argument("--pa-requests", type=int, default=50, help="perf_analyzer requests per count window")
     args = parser.parse_args(argv)
 
     onnx = ensure_onnx(args.arch if args.onnx is None else None, args.onnx)
@@ -324,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"paca-serve v2 (batch<={args.max_batch})", v2_sender(url, "bench", input_name, output_name, tensor)
             )
         )
+        v2_targets = [("paca-serve", url)]
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -350,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                     v2_sender(url, "bench", input_name, output_name, tensor),
                 )
             )
+            v2_targets.append(("Triton (PyTriton)", url))
         else:
             print(f"(PyTriton peer skipped: {args.pytriton} not found; see benchmarks/serving_peer_pytriton.py)")
 
@@ -364,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"round {round_index + 1}/{args.rounds}: {label} c={concurrency}: {part.images_per_s:.1f} img/s",
                     flush=True,
                 )
+        pa_rows = perf_analyzer_leg(args, v2_targets, workdir) if args.perf_analyzer.exists() else []
     rows = [merge(windows[(label, c)]) for label, c, _ in pairs]
     reference = rows[0].images_per_s
 
@@ -386,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"c={concurrency:>2}: paca-serve throughput {ratios}; paca-serve p50 adds {added:.1f} ms over raw batch 1"
         )
+    if pa_rows:
+        print()
+        print("perf_analyzer (C++ client, count windows, zero input) against the v2 servers:")
+        print(format_pa_rows(pa_rows))
     return 0
 
 

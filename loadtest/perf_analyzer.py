@@ -52,10 +52,11 @@ def build_command(
     require_loopback(url)
     parts = urlsplit(url if "://" in url else f"http://{url}")
     target = f"{parts.hostname}:{parts.port or 8000}"
-    low, high = min(concurrency), max(concurrency)
-    step = concurrency[1] - concurrency[0] if len(concurrency) > 1 else 1
-    if list(range(low, high + 1, step)) != sorted(concurrency):
-        raise ValueError(f"concurrency levels must form an arithmetic range, got {concurrency}")
+    levels = sorted(set(concurrency))
+    if not is_arithmetic(levels):
+        raise ValueError(f"one perf_analyzer run sweeps an arithmetic range only, got {concurrency}")
+    low, high = levels[0], levels[-1]
+    step = levels[1] - levels[0] if len(levels) > 1 else 1
     command = [
         str(binary),
         "-m",
@@ -133,30 +134,42 @@ def run_perf_analyzer(
     if not binary.exists():
         raise FileNotFoundError(f"{binary} not found: run `make tools` (scripts/install-perf-analyzer.sh)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = out_dir / f"perf_analyzer_{model}.csv"
-    command = build_command(
-        binary,
-        model,
-        url,
-        concurrency,
-        csv_path,
-        batch_size=batch_size,
-        request_count=request_count,
-        shape=shape,
-        input_data=input_data,
-    )
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-    (out_dir / f"perf_analyzer_{model}.log").write_text(result.stdout + result.stderr)
-    if result.returncode != 0 or not csv_path.exists():
-        raise RuntimeError(f"perf_analyzer exit {result.returncode}:\n{(result.stdout + result.stderr)[-2000:]}")
-    return read_csv(csv_path)
+    levels = sorted(set(concurrency))
+    # perf_analyzer sweeps only arithmetic ranges (start:end:step): other sets run one level per invocation.
+    runs = [levels] if is_arithmetic(levels) else [[level] for level in levels]
+    results: list[ConcurrencyResult] = []
+    for run_levels in runs:
+        tag = f"{model}_c{'-'.join(map(str, run_levels))}"
+        csv_path = out_dir / f"perf_analyzer_{tag}.csv"
+        command = build_command(
+            binary,
+            model,
+            url,
+            run_levels,
+            csv_path,
+            batch_size=batch_size,
+            request_count=request_count,
+            shape=shape,
+            input_data=input_data,
+        )
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        (out_dir / f"perf_analyzer_{tag}.log").write_text(result.stdout + result.stderr)
+        if result.returncode != 0 or not csv_path.exists():
+            raise RuntimeError(f"perf_analyzer exit {result.returncode}:\n{(result.stdout + result.stderr)[-2000:]}")
+        results += read_csv(csv_path)
+    return sorted(results, key=lambda r: r.concurrency)
+
+
+def is_arithmetic(levels: list[int]) -> bool:
+    step = levels[1] - levels[0] if len(levels) > 1 else 1
+    return step > 0 and levels == list(range(levels[0], levels[-1] + 1, step))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", "-m", required=True)
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server (loopback only)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="levels, an arithmetic range")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="levels, e.g. 1 2 4 8")
     parser.add_argument("--batch-size", "-b", type=int, default=1)
     parser.add_argument("--requests", type=int, default=50, help="requests per count window")
     parser.add_argument("--shape", default=None, help="NAME:dims for variable inputs, e.g. pixel_values:3,128,128")
