@@ -27,14 +27,17 @@ def session(model_bytes: bytes, threads: int):
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
-def median_ms(sess, feed, repeats: int) -> float:
-    sess.run(None, feed)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_median_ms(sessions: dict, feed, repeats: int) -> dict[str, float]:
+    """Median ms per session, the sessions alternating run by run so machine load phases hit both alike."""
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for sess in sessions.values():
         sess.run(None, feed)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    for _ in range(repeats):
+        for name, sess in sessions.items():
+            start = time.perf_counter()
+            sess.run(None, feed)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -67,7 +70,7 @@ def main() -> None:
         feed = {"pixel_values": np.random.default_rng(batch).standard_normal((batch, 3, height, width),
                                                                               dtype=np.float32)}
         outputs = {name: s.run(None, feed)[0] for name, s in sessions.items()}
-        times = {name: median_ms(s, feed, args.repeats) for name, s in sessions.items()}
+        times = interleaved_median_ms(sessions, feed, args.repeats)
         diff = float(np.abs(outputs["function"] - outputs["inline"]).max())
         print(f"{batch:>5} {times['function']:>12.1f} {times['inline']:>10.1f} "
               f"{times['function'] / times['inline']:>16.2f} {diff:>11.2e}")
