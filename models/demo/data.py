@@ -111,8 +111,13 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 # Single digits (classification)
 
 
-def render_digit(digit: np.ndarray, rng: np.random.Generator, side: int = 32) -> np.ndarray:
-    """One MNIST digit on a `side`×`side` coloured, textured background: (side, side, 3) uint8."""
+def render_digit(digit: np.ndarray, rng: np.random.Generator, side: int = 32, colour: float = 1.0) -> np.ndarray:
+    """One MNIST digit on a `side`×`side` coloured, textured background: (side, side, 3) uint8.
+
+    `colour` < 1 blends towards a plain white-on-black rendering of the same digit: the training
+    curriculum starts there, since PaCa-ViT trained from scratch on fully random colours stays at
+    chance level for hundreds of steps (shape must be learnt before colour invariance).
+    """
     canvas = _background(rng, side, side)
     ink = _tight(digit)
     height = round(side * rng.uniform(0.55, 0.85))
@@ -120,16 +125,20 @@ def render_digit(digit: np.ndarray, rng: np.random.Generator, side: int = 32) ->
     alpha = _resize_alpha(ink, height, width)
     top = int(rng.integers(0, side - height + 1))
     left = int(rng.integers(0, side - width + 1))
-    colour = _foreground_colour(rng, float(_luminance(canvas.mean(axis=(0, 1)))))
-    _composite(canvas, alpha, colour, top, left)
+    ink_colour = _foreground_colour(rng, float(_luminance(canvas.mean(axis=(0, 1)))))
+    _composite(canvas, alpha, ink_colour, top, left)
+    if colour < 1.0:
+        plain = np.zeros_like(canvas)
+        _composite(plain, alpha, np.full(3, 255.0, dtype=np.float32), top, left)
+        canvas = colour * canvas + (1.0 - colour) * plain
     return _to_uint8(canvas)
 
 
-def digit_images(split: Split, seed: int = 0, side: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def digit_images(split: Split, seed: int = 0, side: int = 32, colour: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """All digits of `split` rendered once with `seed`: (N, side, side, 3) uint8 and labels (N,)."""
     images, labels = load_mnist()
     indices = split_indices(split)
-    rendered = np.stack([render_digit(images[i], _rng(seed, split, int(i), 0), side) for i in indices])
+    rendered = np.stack([render_digit(images[i], _rng(seed, split, int(i), 0), side, colour) for i in indices])
     return rendered, labels[indices]
 
 

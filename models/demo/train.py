@@ -24,6 +24,7 @@ from models.demo import data
 from models.demo.archs import DIGIT_SIZE, SCENE_HW, weights_path
 from models.registry import get_arch
 
+CURRICULUM_EPOCHS = 4
 ProgressHook = Callable[[int, int, float], None]  # (step, total, loss)
 
 
@@ -45,7 +46,7 @@ class TrainPlan:
 
 
 PLANS: dict[str, TrainPlan] = {
-    "demo_digits_cls": TrainPlan(steps=600, batch_size=64, learning_rate=3e-3),
+    "demo_digits_cls": TrainPlan(steps=600, batch_size=64, learning_rate=2e-3),
     "demo_digits_seg": TrainPlan(
         steps=150, batch_size=8, learning_rate=1e-3, warmup_steps=15, train_scenes=1200,
         backbone_from="demo_digits_cls",
@@ -115,10 +116,14 @@ def _optimise(
 
 
 def digit_batches(batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless shuffled batches of training digits, re-rendered with new colours every epoch."""
+    """Endless shuffled batches of training digits, re-rendered with new colours every epoch.
+
+    Curriculum: the colour strength ramps 0.25 → 1 over the first four epochs (see `data.render_digit`).
+    """
     epoch = 0
     while True:
-        images, labels = data.digit_images("train", seed=seed * 1000 + epoch + 1, side=DIGIT_SIZE)
+        colour = min(1.0, (epoch + 1) / CURRICULUM_EPOCHS)
+        images, labels = data.digit_images("train", seed=seed * 1000 + epoch + 1, side=DIGIT_SIZE, colour=colour)
         order = np.random.default_rng((seed, epoch)).permutation(len(labels))
         for start in range(0, len(order) - batch_size + 1, batch_size):
             chosen = order[start : start + batch_size]
