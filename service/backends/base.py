@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -52,17 +53,22 @@ class Backend(abc.ABC):
     name: str = "abstract"
     platform: str = "abstract"
 
-    @abc.abstractmethod
+    # Filled in by each backend's constructor.
+    _inputs: Sequence[TensorSpec]
+    _outputs: Sequence[TensorSpec]
+    _metadata: Mapping[str, str]
+
     def inputs(self) -> Sequence[TensorSpec]:
         """Model inputs, batch dimension included."""
+        return self._inputs
 
-    @abc.abstractmethod
     def outputs(self) -> Sequence[TensorSpec]:
         """Model outputs, batch (or detection count) dimension included."""
+        return self._outputs
 
-    @abc.abstractmethod
     def metadata(self) -> Mapping[str, str]:
         """The artifact's metadata_props (cross-team contract 1: paca.task, paca.preprocess, …)."""
+        return self._metadata
 
     @abc.abstractmethod
     def infer(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -70,3 +76,11 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the session."""
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """metadata_props of an ONNX file (contract 1), read without loading its weights."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}

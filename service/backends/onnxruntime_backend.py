@@ -70,15 +70,6 @@ class OnnxRuntimeBackend(Backend):
         self._metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.providers = self.session.get_providers()
 
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
-
-    def metadata(self) -> Mapping[str, str]:
-        return self._metadata
-
     def infer(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]) -> dict[str, np.ndarray]:
         names = list(output_names)
         results = self.session.run(names, dict(inputs))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.backends.base import Backend, TensorSpec
+from service.backends.base import Backend, TensorSpec, onnx_metadata
 from service.repository import ModelConfig
 
 _NUMPY_TO_V2 = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16", np.dtype(np.int64): "INT64",
@@ -81,21 +81,12 @@ class TensorRTBackend(Backend):
             is_input = self.engine.get_tensor_mode(tensor) == trt.TensorIOMode.INPUT
             (self._inputs if is_input else self._outputs).append(spec)
         if onnx_path is not None:
-            self._metadata = _onnx_metadata(onnx_path)
+            self._metadata = onnx_metadata(onnx_path)
         elif manifest.arch:
             self._metadata = metadata_from_arch(manifest.arch, [o.name for o in self._outputs])
         else:
             raise ValueError(f"model {config.name!r}: neither the source ONNX nor the manifest's arch is known; "
                              "set options.onnx")
-
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
-
-    def metadata(self) -> Mapping[str, str]:
-        return self._metadata
 
     def infer(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]) -> dict[str, np.ndarray]:
         torch, trt = self._torch, self._trt
@@ -118,10 +109,3 @@ class TensorRTBackend(Backend):
             raise RuntimeError("TensorRT execution failed")
         self.stream.synchronize()
         return {name: outputs[name].cpu().numpy() for name in output_names}
-
-
-def _onnx_metadata(path: Path) -> dict[str, str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}

@@ -92,15 +92,6 @@ class TorchBackend(Backend):
                                     tuple(int(d) for d in shape)))
         return specs
 
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
-
-    def metadata(self) -> Mapping[str, str]:
-        return self._metadata
-
     def infer(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]) -> dict[str, np.ndarray]:
         torch = self._torch
         pixel_values = torch.from_numpy(np.ascontiguousarray(inputs["pixel_values"])).to(self.device)

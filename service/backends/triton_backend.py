@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import httpx
 import numpy as np
 
-from service.backends.base import V2_DATATYPES, Backend, TensorSpec
+from service.backends.base import V2_DATATYPES, Backend, TensorSpec, onnx_metadata
 from service.repository import ModelConfig
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -49,22 +49,13 @@ class RemoteTritonBackend(Backend):
             if config.artifact is None:
                 raise ValueError(f"model {config.name!r}: the remote config has no paca.* parameters; give the "
                                  "local ONNX 'artifact' so the service knows the task, preprocessing and labels")
-            self._metadata = _onnx_metadata(str(config.artifact))
+            self._metadata = onnx_metadata(str(config.artifact))
 
     def _get(self, path: str) -> dict:
         response = self.client.get(path)
         if response.status_code != 200:
             raise RemoteInferenceError(f"GET {path}: {response.status_code} {_error_text(response)}")
         return response.json()
-
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
-
-    def metadata(self) -> Mapping[str, str]:
-        return self._metadata
 
     def infer(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]) -> dict[str, np.ndarray]:
         tensors, chunks = [], []
@@ -107,9 +98,3 @@ def _error_text(response: httpx.Response) -> str:
     except ValueError:
         return response.text[:200]
 
-
-def _onnx_metadata(path: str) -> dict[str, str]:
-    import onnx
-
-    model = onnx.load(path, load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
