@@ -144,6 +144,11 @@ def test_loopback_guard_refuses_other_hosts() -> None:
         runner.run_locust("http://127.0.0.1:1", 1000, 5, Path("/nonexistent"))
     with pytest.raises(ValueError, match="non-loopback"):
         perf.build_command(PERF_ANALYZER, "m", "http://10.1.1.1:8000", [1], Path("x.csv"))
+    # One perf_analyzer run sweeps start:end:step; other level sets are split into one run per level.
+    command = perf.build_command(PERF_ANALYZER, "m", "http://127.0.0.1:8123", [1, 3, 5], Path("x.csv"))
+    assert command[command.index("--concurrency-range") + 1] == "1:5:2"
+    assert command[command.index("-u") + 1] == "127.0.0.1:8123"
+    assert perf.is_arithmetic([1, 2, 3]) and not perf.is_arithmetic([1, 2, 4])
 
 
 def test_deployment_probes_and_hpa_metrics_exist_on_the_real_server(running_server: RunningServer) -> None:
