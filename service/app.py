@@ -7,8 +7,6 @@ import contextlib
 import logging
 import os
 import signal
-import time
-import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,12 +14,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from service.errors import ServiceError
 from service.logging_setup import request_id_var
 from service.metrics import Metrics
 from service.model_runtime import ModelManager
 from service.repository import RepositoryConfig, load_repository
+from service.request_context import RequestContextMiddleware
 from service.settings import ServerSettings
 
 log = logging.getLogger("paca.server")
@@ -126,35 +126,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _install_request_ids(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def request_ids(request: Request, call_next):
-        incoming = request.headers.get("x-request-id", "")
-        request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers["X-Request-ID"] = request_id
-            return response
-        finally:
-            duration = time.perf_counter() - started
-            _observe(request, status, duration)
-            access_log.info(
-                "%s %s %d", request.method, request.url.path, status,
-                extra={"method": request.method, "path": request.url.path, "status": status,
-                       "duration_ms": round(duration * 1000, 2), "request_id": request_id},
-            )
-            request_id_var.reset(token)
+    app.add_middleware(RequestContextMiddleware, observe=_observe)
 
 
-def _observe(request: Request, status: int, duration_s: float) -> None:
+def _observe(scope: Scope, status: int, duration_s: float) -> None:
     """Latency histogram per model and API, for inference routes only."""
-    parts = request.url.path.strip("/").split("/")
-    if len(parts) >= 4 and parts[0] in ("v1", "v2") and parts[1] == "models" and request.method == "POST":
+    parts = scope["path"].strip("/").split("/")
+    if len(parts) >= 4 and parts[0] in ("v1", "v2") and parts[1] == "models" and scope["method"] == "POST":
         model = parts[2]
-        if model in request.app.state.manager.models:
+        if model in scope["app"].state.manager.models:
             api = parts[-1]
-            request.app.state.metrics.request_latency.labels(model=model, api=f"{parts[0]}/{api}",
+            scope["app"].state.metrics.request_latency.labels(model=model, api=f"{parts[0]}/{api}",
                                                              status=str(status)).observe(duration_s)
