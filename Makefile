@@ -8,12 +8,13 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help setup tools run test lint format demo-models clean gpu-check
+.PHONY: help setup tools run test lint demo-models loadtest clean gpu-check
 
 help:
 	@echo "make run    - set up .venv and serve the embedded default models on http://$(HOST):$(PORT)"
 	@echo "make test   - set up .venv (+ .venv-tools for protocol clients) and run the test suite"
 	@echo "make lint   - ruff"
+	@echo "make loadtest - locust against a running server (make run in another terminal)"
 
 $(STAMP): requirements.txt requirements-demo.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +47,9 @@ test: $(STAMP) $(TOOLS_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+loadtest: $(STAMP) $(TOOLS_STAMP)
+	$(TOOLS_VENV)/bin/python loadtest/run.py --host http://$(HOST):$(PORT) --users 4 --duration 30
 
 gpu-check:
 	bash scripts/gpu-check.sh
