@@ -51,7 +51,7 @@ class TrainPlan:
 PLANS: dict[str, TrainPlan] = {
     "demo_digits_cls": TrainPlan(steps=600, batch_size=64, learning_rate=2e-3),
     "demo_digits_seg": TrainPlan(
-        steps=200, batch_size=8, learning_rate=2e-3, warmup_steps=15, train_scenes=1200,
+        steps=600, batch_size=8, learning_rate=4e-3, warmup_steps=20, train_scenes=1500,
         backbone_from="demo_digits_cls", freeze_backbone=True,
     ),
     "demo_digits_det": TrainPlan(
