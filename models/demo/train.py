@@ -49,13 +49,13 @@ class TrainPlan:
 
 
 PLANS: dict[str, TrainPlan] = {
-    "demo_digits_cls": TrainPlan(steps=600, batch_size=64, learning_rate=2e-3),
+    "demo_digits_cls": TrainPlan(steps=1500, batch_size=64, learning_rate=2e-3),
     "demo_digits_seg": TrainPlan(
-        steps=600, batch_size=8, learning_rate=4e-3, warmup_steps=20, train_scenes=1500,
+        steps=1500, batch_size=8, learning_rate=4e-3, warmup_steps=20, train_scenes=1500,
         backbone_from="demo_digits_cls", freeze_backbone=True,
     ),
     "demo_digits_det": TrainPlan(
-        steps=150, batch_size=2, learning_rate=2e-3, warmup_steps=15, train_scenes=300,
+        steps=500, batch_size=2, learning_rate=2e-3, warmup_steps=15, train_scenes=1000,
         backbone_from="demo_digits_cls", freeze_backbone=True,
     ),
 }
