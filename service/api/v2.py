@@ -40,12 +40,18 @@ async def repository_index(request: Request) -> list[dict[str, str]]:
     return v2_core.repository_index(_manager(request))
 
 
-@router.get("/models/{name}", summary="Model metadata")
-@router.get("/models/{name}/versions/{version}", summary="Model metadata (versioned)")
-async def model_metadata(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
+def _loaded_model(request: Request, name: str, version: str | None):
+    """A model whose artifact is loaded (metadata known), ready or still warming up."""
     model = v2_core.find_model(_manager(request), name, version, ready=False)
     if model.info is None:
         raise ModelNotFound(f"model {name!r} is still loading")
+    return model
+
+
+@router.get("/models/{name}", summary="Model metadata")
+@router.get("/models/{name}/versions/{version}", summary="Model metadata (versioned)")
+async def model_metadata(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
+    model = _loaded_model(request, name, version)
     return v2_core.model_metadata(model)
 
 
@@ -59,9 +65,7 @@ async def model_ready(name: str, request: Request, version: str | None = None) -
 @router.get("/models/{name}/config", summary="Model configuration (Triton model_configuration extension)")
 @router.get("/models/{name}/versions/{version}/config", summary="Model configuration (versioned)")
 async def model_config(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
-    model = v2_core.find_model(_manager(request), name, version, ready=False)
-    if model.info is None:
-        raise ModelNotFound(f"model {name!r} is still loading")
+    model = _loaded_model(request, name, version)
     return v2_core.model_config(model)
 
 
