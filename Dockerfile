@@ -28,6 +28,7 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY export ./export
 COPY service ./service
+COPY demo ./demo
 # Editable, so the demo weights (models/demo/weights, not package data) are found where they are.
 RUN python -m pip install --no-deps -e . \
     && paca demo ensure --artifacts-dir /src/artifacts/demo \
@@ -50,6 +51,7 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY export ./export
 COPY service ./service
+COPY demo ./demo
 RUN pip install --no-deps . \
     && python -c "import sys; sys.modules['torch'] = None; import service.cli" \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin paca
@@ -84,6 +86,7 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY export ./export
 COPY service ./service
+COPY demo ./demo
 RUN python3 -m pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin paca \
     && mkdir -p /var/cache/paca/engines /run/paca/engines \

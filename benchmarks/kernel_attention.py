@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.kernels.torch_ops import triton_attention
 from models.attention import patch_to_cluster_attention
+from models.kernels.torch_ops import triton_attention
 from models.variants import CLASSIFICATION_VARIANTS
 
 

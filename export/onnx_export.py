@@ -18,7 +18,7 @@ from torch import nn
 from export.custom_op import custom_attention_cores
 from export.metadata import ArtifactMetadata, label_names_for, main_outputs, write_metadata
 from export.onnx_function import attach_attention_function, custom_nodes, inline_attention
-from export.wrapper import ClusterOutputsWrapper, DetectionWrapper, cluster_stages_of
+from models.outputs import ClusterOutputsWrapper, DetectionWrapper, cluster_stages_of
 from models.registry import get_arch
 
 Progress = Callable[[str], None]

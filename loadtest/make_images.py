@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from models.demo.data import digit_images, scene
+from demo.data import digit_images, scene
 
 IMAGES = Path(__file__).resolve().parent / "images"
 DIGITS = 10

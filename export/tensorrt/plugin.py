@@ -1,7 +1,7 @@
 """`paca::PaCaAttention` as a TensorRT Quickly Deployable Plugin with an ahead-of-time Triton kernel.
 
 Importing this module registers the plugin (needs `tensorrt` ≥ 10.6 and `triton` with a CUDA target).
-The AOT implementation embeds the PTX of `export.kernels.attention_triton.paca_attention_kernel` in the
+The AOT implementation embeds the PTX of `models.kernels.attention_triton.paca_attention_kernel` in the
 engine, so engines run in plain C++ TensorRT (trtexec, Triton Inference Server) without Python.
 All shape/type/tactic logic lives in `plugin_logic` (tested without TensorRT).
 """
@@ -13,8 +13,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from export.kernels.attention_triton import paca_attention_kernel
 from export.tensorrt import plugin_logic as logic
+from models.kernels.attention_triton import paca_attention_kernel
 
 _COMPILED: dict[tuple, object] = {}
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from export.kernels.attention_triton import CONFIGS, KernelConfig, block_d, constexprs
+from models.kernels.attention_triton import CONFIGS, KernelConfig, block_d, constexprs
 
 PLUGIN_ID = "paca::PaCaAttention"
 KERNEL_PARAMS = 6  # q, k, v, N, M, out — what a QDP AOT launch passes

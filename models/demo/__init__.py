@@ -1,6 +1,4 @@
-"""Small PaCa-ViT demo models trained on real MNIST digits, so the default server gives meaningful answers.
+"""The three small PaCa-ViT demo archs (`archs`) and their committed weights (`weights/`).
 
-`archs` registers the three demo archs, `data` renders digit images and multi-digit scenes
-deterministically, `train` trains them, `evaluate` measures held-out accuracy and `cli` wires
-`paca train-demo` and `paca demo ensure|eval`. Nothing here imports torch at package import.
+How they are trained, evaluated and turned into served artifacts is the top-level `demo` package's job.
 """

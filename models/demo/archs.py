@@ -28,7 +28,7 @@ CLS_CONFIG = PaCaConfig(
     num_classes=10,
 )
 # The scene models share the classifier's backbone configuration: they start from its trained weights,
-# the demo's stand-in for ImageNet pre-training (see models.demo.train).
+# the demo's stand-in for ImageNet pre-training (see demo.train).
 SCENE_BACKBONE = dataclasses.replace(CLS_CONFIG, num_classes=0)
 SEG_NUM_CLASSES = 11  # background + ten digits
 SEG_CHANNELS = 64

@@ -1,7 +1,7 @@
 """PyTorch eager backend: `models.build(arch, checkpoint)` wrapped to the ONNX artifact's output layout.
 
 Options: device ("cpu" default, or "cuda"), threads (torch intra-op threads on CPU), triton_attention (on CUDA,
-default True: swap every PaCaAttentionCore for the fused OpenAI-Triton kernel from export/kernels when present).
+default True: swap every PaCaAttentionCore for the fused OpenAI-Triton kernel from models/kernels when present).
 torch is imported here only, so choosing another backend never loads it.
 """
 
@@ -32,9 +32,9 @@ class TorchBackend(Backend):
     def __init__(self, config: ModelConfig, instance_index: int = 0) -> None:
         import torch
 
-        from export.wrapper import ClusterOutputsWrapper, DetectionWrapper, cluster_stages_of
         from models import build, get_arch
         from models.labels import load_labels
+        from models.outputs import ClusterOutputsWrapper, DetectionWrapper, cluster_stages_of
 
         if config.arch is None:
             raise ValueError(f"model {config.name!r}: the torch backend needs 'arch'")
@@ -47,7 +47,7 @@ class TorchBackend(Backend):
         self.fused_attention = 0
         if self.device.type == "cuda" and options.get("triton_attention", True):
             try:
-                from export.kernels.torch_ops import use_triton_attention
+                from models.kernels.torch_ops import use_triton_attention
 
                 self.fused_attention = use_triton_attention(model)
             except ImportError as exc:

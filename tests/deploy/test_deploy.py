@@ -1,0 +1,537 @@
+"""Deployment artefacts: Dockerfile, compose file and Kubernetes manifests, checked without Docker or a cluster.
+
+No Docker engine or cluster exists here (environment.md §10), so the files are checked by the tools of the field
+from the tools venv (hadolint, check-jsonschema with the compose spec, kubernetes-validate --strict), by
+rendering the kustomize overlays (a small pure-Python renderer, cross-checked against `kubectl kustomize` where
+installed) and by asserting the facts that make a deployment work: probe paths, ports, GPU limits, a grace
+period that covers preStop + drain, an HPA metric that the adapter rule really produces.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.paths import REPO_ROOT
+
+TOOLS_BIN = REPO_ROOT / ".venv-tools" / "bin"
+K8S = REPO_ROOT / "deploy" / "k8s"
+OVERLAYS = ("cpu", "gpu")
+
+
+def tool(name: str) -> Path:
+    path = TOOLS_BIN / name
+    if not path.exists():
+        pytest.skip(f"{name} not installed in .venv-tools (run `make tools`)")
+    return path
+
+
+def run_tool(*args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+# --- a small kustomize renderer: exactly the features deploy/k8s uses ---------------------------------------
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    """Strategic merge as kustomize applies it to our patches: maps merge, lists of named maps merge by name."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        merged = dict(base)
+        for key, value in patch.items():
+            merged[key] = _merge(base[key], value) if key in base else copy.deepcopy(value)
+        return merged
+    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i for i in patch):
+        merged_list = [copy.deepcopy(i) for i in base]
+        index = {item.get("name"): n for n, item in enumerate(merged_list) if isinstance(item, dict)}
+        for item in patch:
+            if item["name"] in index:
+                merged_list[index[item["name"]]] = _merge(merged_list[index[item["name"]]], item)
+            else:
+                merged_list.append(copy.deepcopy(item))
+        return merged_list
+    return copy.deepcopy(patch)
+
+
+def _pod_containers(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = resource.get("spec", {}).get("template", {}).get("spec", {})
+    return [*spec.get("initContainers", []), *spec.get("containers", [])]
+
+
+def render_kustomization(directory: Path) -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    known = {"apiVersion", "kind", "resources", "labels", "configMapGenerator", "images", "replicas", "patches"}
+    unknown = set(kustomization) - known
+    assert not unknown, f"{directory}: renderer does not implement {unknown}"
+    resources: list[dict[str, Any]] = []
+    for entry in kustomization.get("resources", []):
+        path = (directory / entry).resolve()
+        if path.is_dir():
+            resources.extend(render_kustomization(path))
+        else:
+            resources.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    for generator in kustomization.get("configMapGenerator", []):
+        assert generator.get("options", {}).get("disableNameSuffixHash"), "renderer handles unhashed names only"
+        config_map = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": generator["name"]},
+            "data": {Path(f).name: (directory / f).read_text() for f in generator.get("files", [])},
+        }
+        if generator.get("behavior") == "replace":  # the replaced map keeps the base's metadata (labels)
+            key = ("ConfigMap", generator["name"])
+            replaced = next(r for r in resources if (r["kind"], r["metadata"]["name"]) == key)
+            config_map["metadata"] = copy.deepcopy(replaced["metadata"])
+            resources.remove(replaced)
+        resources.append(config_map)
+    for patch_entry in kustomization.get("patches", []):
+        patch = yaml.safe_load((directory / patch_entry["path"]).read_text())
+        key = (patch["kind"], patch["metadata"]["name"])
+        targets = [r for r in resources if (r["kind"], r["metadata"]["name"]) == key]
+        assert len(targets) == 1, f"patch {patch_entry['path']} matches {len(targets)} resources"
+        resources[resources.index(targets[0])] = _merge(targets[0], patch)
+    for replica in kustomization.get("replicas", []):
+        for r in resources:
+            if r["kind"] == "Deployment" and r["metadata"]["name"] == replica["name"]:
+                r["spec"]["replicas"] = replica["count"]
+    for image in kustomization.get("images", []):
+        for r in resources:
+            for container in _pod_containers(r):
+                name = container["image"].split(":")[0]
+                if name == image["name"]:
+                    container["image"] = f"{image.get('newName', name)}:{image['newTag']}"
+    for label_set in kustomization.get("labels", []):
+        for r in resources:
+            r.setdefault("metadata", {}).setdefault("labels", {}).update(label_set["pairs"])
+    return resources
+
+
+def by_kind(resources: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r["kind"], r["metadata"]["name"]): r for r in resources}
+
+
+def _canonical(value: Any) -> Any:
+    """Order of named list items (volumes, mounts, env) carries no meaning: sort them for comparisons."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_canonical(v) for v in value]
+        if all(isinstance(i, dict) and "name" in i for i in items):
+            items.sort(key=lambda i: (i["name"], i.get("mountPath", "")))
+        return items
+    return value
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> tuple[str, dict[tuple[str, str], dict[str, Any]]]:
+    return request.param, by_kind(render_kustomization(K8S / "overlays" / request.param))
+
+
+def server_container(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    spec = resources[("Deployment", "paca-serve")]["spec"]["template"]["spec"]
+    return next(c for c in spec["containers"] if c["name"] == "server")
+
+
+def pod_spec(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    return resources[("Deployment", "paca-serve")]["spec"]["template"]["spec"]
+
+
+# --- validators of the field --------------------------------------------------------------------------------
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = run_tool(tool("hadolint"), REPO_ROOT / "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_is_wired_to_fail_on_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian\nRUN apt-get update && apt-get install -y curl\n")
+    result = run_tool(tool("hadolint"), bad)
+    assert result.returncode != 0 and "DL3008" in result.stdout
+
+
+def test_compose_file_matches_compose_spec() -> None:
+    result = run_tool(
+        tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", REPO_ROOT / "docker-compose.yml"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_rendered_overlay_passes_strict_kubernetes_validation(name: str, tmp_path: Path) -> None:
+    rendered = tmp_path / f"{name}.yaml"
+    rendered.write_text(yaml.safe_dump_all(render_kustomization(K8S / "overlays" / name)))
+    result = run_tool(tool("kubernetes-validate"), "--strict", rendered)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed for resource deployment/paca-serve" in result.stdout
+
+
+def test_monitoring_manifests_pass_strict_validation() -> None:
+    result = run_tool(tool("kubernetes-validate"), "--strict", K8S / "monitoring" / "prometheus-adapter-config.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_strict_validation_rejects_a_misspelled_probe_field(tmp_path: Path) -> None:
+    resources = render_kustomization(K8S / "overlays" / "cpu")
+    deployment = by_kind(resources)[("Deployment", "paca-serve")]
+    probe = server_container(by_kind([deployment]))["startupProbe"]
+    probe["failureThresold"] = probe.pop("failureThreshold")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(deployment))
+    result = run_tool(tool("kubernetes-validate"), "--strict", broken)
+    assert result.returncode != 0
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_renderer_agrees_with_kubectl_kustomize(name: str) -> None:
+    result = run_tool("kubectl", "kustomize", K8S / "overlays" / name)
+    if result.returncode != 0 and "kustomize" not in result.stderr.lower():
+        pytest.skip(f"kubectl kustomize unavailable: {result.stderr.strip()[:200]}")
+    assert result.returncode == 0, result.stderr
+    from_kubectl = by_kind([d for d in yaml.safe_load_all(result.stdout) if d])
+    assert _canonical(from_kubectl) == _canonical(by_kind(render_kustomization(K8S / "overlays" / name)))
+
+
+# --- the facts a working deployment needs -------------------------------------------------------------------
+
+
+def test_probes_follow_the_triton_pattern(overlay: tuple[str, dict]) -> None:
+    name, resources = overlay
+    container = server_container(resources)
+    startup, liveness, readiness = (container[p] for p in ("startupProbe", "livenessProbe", "readinessProbe"))
+    assert startup["httpGet"]["path"] == "/v2/health/ready"
+    assert liveness["httpGet"]["path"] == "/v2/health/live"
+    assert readiness["httpGet"]["path"] == "/v2/health/ready"
+    for probe in (startup, liveness, readiness):
+        assert probe["httpGet"]["port"] == "http"
+    # Startup must cover model load + warm-up (CPU) and engine load + warm-up on the GPU.
+    startup_budget_s = startup["periodSeconds"] * startup["failureThreshold"]
+    assert startup_budget_s >= (600 if name == "gpu" else 300)
+
+
+def test_ports_are_named_and_match_the_server_flags(overlay: tuple[str, dict]) -> None:
+    _, resources = overlay
+    container = server_container(resources)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8000, "grpc": 8001}
+    args = container["args"]
+    assert args[args.index("--port") + 1] == "8000"
+    assert args[args.index("--grpc-port") + 1] == "8001"
+    assert args[args.index("--host") + 1] == "0.0.0.0"
+    service = resources[("Service", "paca-serve")]
+    assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        "http": (8000, "http"),
+        "grpc": (8001, "grpc"),
+    }
+    selector = service["spec"]["selector"]
+    labels = resources[("Deployment", "paca-serve")]["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= labels.items()
+    pdb = resources[("PodDisruptionBudget", "paca-serve")]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items() and pdb["spec"]["minAvailable"] == 1
+    annotations = resources[("Deployment", "paca-serve")]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "8000" and annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_gpu_overlay_requests_one_whole_gpu_and_cpu_overlay_none(overlay: tuple[str, dict]) -> None:
+    name, resources = overlay
+    spec = pod_spec(resources)
+    gpu_limits = [
+        c["resources"].get("limits", {}).get("nvidia.com/gpu")
+        for c in _pod_containers(resources[("Deployment", "paca-serve")])
+    ]
+    if name == "cpu":
+        assert gpu_limits == [None]
+        assert "nodeSelector" not in spec
+        return
+    # GPUs go in limits (requests absent or equal), whole GPUs; the engine-building init container too.
+    assert gpu_limits == [1, 1]
+    for container in _pod_containers(resources[("Deployment", "paca-serve")]):
+        assert container["resources"].get("requests", {}).get("nvidia.com/gpu", 1) == 1
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
+
+
+def test_gpu_engine_cache_volume_is_wired() -> None:
+    resources = by_kind(render_kustomization(K8S / "overlays" / "gpu"))
+    spec = pod_spec(resources)
+    claim = spec["volumes"][[v["name"] for v in spec["volumes"]].index("engine-cache")]["persistentVolumeClaim"]
+    pvc = resources[("PersistentVolumeClaim", claim["claimName"])]
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+    init = spec["initContainers"][0]
+    env = {e["name"]: e["value"] for e in init["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    assert mounts["engine-cache"] == env["PACA_ENGINE_CACHE"] and mounts["engines"] == env["PACA_ENGINE_DIR"]
+    server_mounts = {m["name"]: m for m in server_container(resources)["volumeMounts"]}
+    # The links in /run/paca/engines point into the cache: the server needs both at the same paths.
+    assert server_mounts["engine-cache"]["mountPath"] == mounts["engine-cache"]
+    assert server_mounts["engines"]["mountPath"] == mounts["engines"]
+    repository = yaml.safe_load(resources[("ConfigMap", "paca-serve-repository")]["data"]["repository.yaml"])
+    engines = [m for m in repository["models"] if m["backend"] == "tensorrt"]
+    assert engines and all(str(m["artifact"]).startswith(env["PACA_ENGINE_DIR"] + "/") for m in engines)
+    # Each engine names its source ONNX (metadata + hash check), which is the file the init container builds from.
+    onnx_dir = init["command"][-1]
+    for model in engines:
+        assert model["options"]["onnx"] == f"{onnx_dir}/{model['name']}.onnx"
+
+
+def test_grace_period_covers_prestop_and_drain(overlay: tuple[str, dict]) -> None:
+    _, resources = overlay
+    spec = pod_spec(resources)
+    container = server_container(resources)
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0].endswith("sleep")
+    pre_stop_s = float(command[1])
+    env = {e["name"]: e["value"] for e in container["env"]}
+    drain_s = float(env["PACA_EXIT_TIMEOUT_S"])
+    assert 5 <= pre_stop_s <= 15
+    assert spec["terminationGracePeriodSeconds"] > pre_stop_s + drain_s
+    # A queued request must be able to finish within the drain: queue deadline ≤ exit timeout.
+    repository = yaml.safe_load(resources[("ConfigMap", "paca-serve-repository")]["data"]["repository.yaml"])
+    for model in repository["models"]:
+        assert model["batching"]["queue_timeout_ms"] / 1000 <= drain_s, model["name"]
+
+
+def test_repository_configmap_is_a_valid_model_repository(overlay: tuple[str, dict]) -> None:
+    repository_module = pytest.importorskip("service.repository")
+    _, resources = overlay
+    text = resources[("ConfigMap", "paca-serve-repository")]["data"]["repository.yaml"]
+    repository = repository_module.RepositoryConfig.model_validate(yaml.safe_load(text))
+    default = yaml.safe_load((REPO_ROOT / "service" / "default_repository.yaml").read_text())
+    assert {m.name for m in repository.models} == {m["name"] for m in default["models"]}
+    # Mounted where the container's --config points.
+    container = server_container(resources)
+    config_path = Path(container["args"][container["args"].index("--config") + 1])
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "repository")
+    assert config_path.parent == Path(mount["mountPath"])
+
+
+def test_hpa_scales_on_the_metric_the_adapter_rule_produces(overlay: tuple[str, dict]) -> None:
+    _, resources = overlay
+    hpa = resources[("HorizontalPodAutoscaler", "paca-serve")]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "paca-serve"}
+    assert hpa["spec"]["minReplicas"] >= 1  # no scale-to-zero: cold starts on GPUs take minutes
+    metric = hpa["spec"]["metrics"][0]
+    adapter = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-config.yaml").read_text())
+    rule = yaml.safe_load(adapter["data"]["config.yaml"])["rules"][0]
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == rule["name"]["as"]
+    assert "nv_inference_queue_duration_us" in rule["seriesQuery"]
+    assert "nv_inference_request_success" in rule["metricsQuery"]
+
+
+def test_keda_scaled_object_targets_the_deployment_on_queue_time() -> None:
+    scaled = yaml.safe_load((K8S / "extras" / "keda-scaledobject.yaml").read_text())
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1" and scaled["kind"] == "ScaledObject"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "paca-serve" and scaled["spec"]["minReplicaCount"] >= 1
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "prometheus"
+    assert {"serverAddress", "query", "threshold"} <= trigger["metadata"].keys()
+    assert "nv_inference_queue_duration_us" in trigger["metadata"]["query"]
+
+
+# --- images -------------------------------------------------------------------------------------------------
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    stages: dict[str, list[str]] = {}
+    current = ""
+    text = (REPO_ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.IGNORECASE)
+        if match:
+            current = match.group(1)
+        stages.setdefault(current, []).append(line)
+    return stages
+
+
+@pytest.mark.parametrize("stage", ["serve-cpu", "serve-gpu"])
+def test_serving_images_run_as_non_root_with_ports_and_healthcheck(stage: str) -> None:
+    lines = dockerfile_stages()[stage]
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert any(line.split()[1:] == ["8000", "8001"] for line in lines if line.startswith("EXPOSE "))
+    healthcheck = next(line for line in lines if line.startswith("HEALTHCHECK "))
+    assert "http://127.0.0.1:8000/v2/health/ready" in healthcheck
+    # The repository baked into the image is the one the manifests mount.
+    copies = [line for line in lines if line.startswith("COPY ") and "/etc/paca/repository.yaml" in line]
+    source = copies[0].split()[1]
+    expected = "deploy/k8s/base/repository.yaml" if stage == "serve-cpu" else "deploy/k8s/overlays/gpu/repository.yaml"
+    assert source == expected
+
+
+def test_cpu_image_carries_no_torch() -> None:
+    lines = dockerfile_stages()["serve-cpu"]
+    requirement_files = [Path(f).name for line in lines for f in re.findall(r"-r\s+(\S+)", line)]
+    assert requirement_files == ["requirements-serve.txt"]
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[re.sub(r"\[.*\]", "", name).lower()] = version
+    return pins
+
+
+def test_serving_requirements_use_the_main_pins_and_no_torch() -> None:
+    main = _pins(REPO_ROOT / "requirements.txt")
+    serve = _pins(REPO_ROOT / "requirements-serve.txt")
+    gpu = _pins(REPO_ROOT / "requirements-serve-gpu.txt")
+    assert not {"torch", "torchvision", "timm"} & serve.keys()
+    for name, version in serve.items():
+        assert main.get(name) == version, f"{name}=={version} differs from requirements.txt"
+    assert gpu.pop("onnxruntime-gpu")
+    assert gpu.pop("torch") == main["torch"]  # TensorRT backend buffers and the plugin's Triton kernel
+    serve.pop("onnxruntime")
+    assert gpu == serve
+
+
+def test_repository_files_cover_the_artifacts_the_image_bakes_in() -> None:
+    lines = dockerfile_stages()["serve-cpu"]
+    baked = next(line for line in lines if line.startswith("COPY --from=export"))
+    destination = baked.split()[-1]  # ./artifacts/demo relative to WORKDIR /app
+    workdir = next(line.split()[1] for line in lines if line.startswith("WORKDIR "))
+    baked_dir = (Path(workdir) / destination).as_posix()
+    repository = yaml.safe_load((K8S / "base" / "repository.yaml").read_text())
+    for model in repository["models"]:
+        artifact = (Path(repository["base_dir"]) / model["artifact"]).as_posix()
+        assert artifact == f"{baked_dir}/{model['name']}.onnx"
+
+
+def test_export_stage_writes_where_the_serving_stages_copy_from() -> None:
+    export_lines = dockerfile_stages()["export"]
+    ensure = next(line for line in export_lines if "paca demo ensure" in line)
+    artifacts_dir = re.search(r"--artifacts-dir\s+(\S+)", ensure).group(1)
+    for stage in ("serve-cpu", "serve-gpu"):
+        baked = next(line for line in dockerfile_stages()[stage] if line.startswith("COPY --from=export"))
+        assert baked.split()[2] == artifacts_dir
+
+
+def _cli_help(*command: str) -> str:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, f"paca {' '.join(command)}: {result.output}"
+    return result.output
+
+
+def test_commands_the_images_and_manifests_run_exist_with_their_flags() -> None:
+    serve_help = _cli_help("serve")
+    for flag in ("--config", "--host", "--port", "--grpc-port"):
+        assert flag in serve_help
+    assert "--artifacts-dir" in _cli_help("demo", "ensure")
+    assert re.search(r"\bversion\b", _cli_help())  # used in the engine cache key
+
+
+def test_engine_build_command_exists_for_the_gpu_image() -> None:
+    from service.cli import app
+
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    if "build-engine" not in commands:
+        pytest.skip("`paca build-engine` (export/) not implemented yet; ensure-engines.sh depends on it")
+    assert "--output" in _cli_help("build-engine")
+
+
+# --- the engine cache script ----------------------------------------------------------------------------------
+
+
+def _fake_gpu_tools(bin_dir: Path, build_log: Path) -> dict[str, str]:
+    """Test doubles for what cannot run here: nvidia-smi (a GPU), tensorrt, and `paca build-engine` (TensorRT).
+
+    They only let the cache logic of ensure-engines.sh run; they verify nothing about TensorRT itself.
+    """
+    bin_dir.mkdir()
+    scripts = {
+        "nvidia-smi": 'echo "NVIDIA H100 80GB HBM3, 9.0"',
+        "paca": textwrap.dedent(f"""\
+            if [ "$1" = version ]; then echo 0.1.0; exit 0; fi
+            [ "$1" = build-engine ] || exit 2
+            echo "$2" >> {build_log}
+            echo plan > "$4"
+            printf '{{"gpu": "H100", "onnx_sha256": "%s"}}' "$(sha256sum "$2" | cut -d' ' -f1)" > "$4.json"
+            """),
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text("#!/usr/bin/env bash\n" + body)
+        (bin_dir / name).chmod(0o755)
+    package = bin_dir / "pysite" / "tensorrt"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('__version__ = "10.13.3.9"\n')
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PYTHONPATH": str(bin_dir / "pysite"),
+        "PYTHON": sys.executable,
+    }
+
+
+def test_ensure_engines_builds_once_per_gpu_key_and_links(tmp_path: Path) -> None:
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir()
+    for name in ("demo-digits-classifier", "demo-digits-detector", "demo-digits-segmenter"):
+        (onnx_dir / f"{name}.onnx").write_bytes(b"onnx")
+    build_log = tmp_path / "builds.txt"
+    env = _fake_gpu_tools(tmp_path / "bin", build_log)
+    env |= {"PACA_ENGINE_CACHE": str(tmp_path / "cache"), "PACA_ENGINE_DIR": str(tmp_path / "engines")}
+    script = REPO_ROOT / "deploy" / "scripts" / "ensure-engines.sh"
+
+    for _ in range(2):  # the second start finds everything cached
+        result = run_tool("bash", script, onnx_dir, env=env)
+        assert result.returncode == 0, result.stderr
+    key_dir = tmp_path / "cache" / "nvidia-h100-80gb-hbm3-sm90-trt10.13.3.9-paca0.1.0"
+    built = build_log.read_text().split()
+    assert sorted(Path(p).name for p in built) == ["demo-digits-classifier.onnx", "demo-digits-segmenter.onnx"]
+    for name in ("demo-digits-classifier", "demo-digits-segmenter"):
+        link = tmp_path / "engines" / f"{name}.plan"
+        assert link.is_symlink() and link.resolve() == key_dir / f"{name}.plan"
+        assert (key_dir / f"{name}.plan.json").exists()
+    assert not list(key_dir.glob(".*"))  # no temporary files left behind
+    assert not (tmp_path / "engines" / "demo-digits-detector.plan").exists()
+
+    # A re-exported model (same versions, new weights) gets a new engine; the other stays cached.
+    (onnx_dir / "demo-digits-segmenter.onnx").write_bytes(b"onnx, retrained")
+    assert run_tool("bash", script, onnx_dir, env=env).returncode == 0
+    rebuilt = build_log.read_text().split()[len(built) :]
+    assert [Path(p).name for p in rebuilt] == ["demo-digits-segmenter.onnx"]
+
+
+def test_ensure_engines_fails_on_a_missing_onnx(tmp_path: Path) -> None:
+    env = _fake_gpu_tools(tmp_path / "bin", tmp_path / "builds.txt")
+    env |= {"PACA_ENGINE_CACHE": str(tmp_path / "cache"), "PACA_ENGINE_DIR": str(tmp_path / "engines")}
+    script = REPO_ROOT / "deploy" / "scripts" / "ensure-engines.sh"
+    result = run_tool("bash", script, tmp_path, "no-such-model", env=env)
+    assert result.returncode != 0 and "missing" in result.stderr
+
+
+# --- perf_analyzer installer ----------------------------------------------------------------------------------
+
+
+def test_perf_analyzer_installer_fails_soft_without_the_tools_venv(tmp_path: Path) -> None:
+    result = run_tool("bash", REPO_ROOT / "scripts" / "install-perf-analyzer.sh", tmp_path / "no-venv")
+    assert result.returncode == 0
+    assert "WARNING" in result.stderr and "not installed" in result.stderr
+
+
+def test_perf_analyzer_wrapper_runs() -> None:
+    wrapper = REPO_ROOT / "tools" / "bin" / "perf_analyzer"
+    if not wrapper.exists():
+        pytest.skip("perf_analyzer not installed (make tools)")
+    result = run_tool(wrapper, "--version")
+    assert result.returncode == 0 and "Perf Analyzer Version 2.47.0" in result.stdout + result.stderr

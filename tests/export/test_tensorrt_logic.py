@@ -1,0 +1,411 @@
+"""TensorRT support code that runs without TensorRT: profiles, precision, manifest, trtexec, plugin logic,
+the AOT PTX compile, and the builder/runtime driven by a FAKE `tensorrt` module.
+
+The fake (`FakeTensorRT` below) is a test double that records calls; it checks our use of the
+documented API (serving-reference.md §C.6–§C.8) and never counts as TensorRT being verified.
+Real-TensorRT tests live in test_tensorrt_gpu.py and skip without TensorRT and CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from export.metadata import ArtifactMetadata, write_metadata
+from export.onnx_function import attach_attention_function
+from export.op_spec import OP_DOMAIN, OP_NAME, op_attributes
+from export.tensorrt import plugin_logic
+from export.tensorrt.builder import EngineBuildError, build_engine
+from export.tensorrt.manifest import (
+    EngineManifest,
+    EngineMismatchError,
+    MachineInfo,
+    cache_key,
+    check_manifest,
+    file_sha256,
+    manifest_path,
+    read_manifest,
+)
+from export.tensorrt.precision import fp16_graph, plan_precision
+from export.tensorrt.profiles import ShapeProfile, default_profile, parse_hw
+from export.tensorrt.runtime import load_engine
+from export.tensorrt.trtexec import trtexec_command
+from models.preprocess_spec import ADE20K_SEGMENTATION, COCO_DETECTION, IMAGENET_CLASSIFICATION
+
+H100 = MachineInfo("10.13.3.9", "NVIDIA H100 80GB HBM3", "9.0")
+
+
+# ----------------------------------------------------------------------------------------- profiles
+
+def test_default_profiles_cover_what_the_service_sends():
+    cls = default_profile("classification", IMAGENET_CLASSIFICATION, max_batch=16, opt_batch=4)
+    assert (cls.min, cls.opt, cls.max) == ((1, 3, 224, 224), (4, 3, 224, 224), (16, 3, 224, 224))
+    seg = default_profile("segmentation", ADE20K_SEGMENTATION)
+    assert seg.opt == (8, 3, 512, 2048) and seg.max == (32, 3, 2048, 2048)
+    assert seg.covers((3, 3, 512, 683)) and seg.covers((1, 3, 683, 512))
+    det = default_profile("detection", COCO_DETECTION, max_batch=32)
+    assert det.min[0] == det.opt[0] == det.max[0] == 1
+    assert det.max == (1, 3, 1344, 1344) and det.covers((1, 3, 800, 1216))  # 1333 rounded up to /32
+
+
+def test_profile_validation_and_parsing():
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        ShapeProfile((1, 3, 64, 64), (8, 3, 32, 64), (8, 3, 64, 64))
+    with pytest.raises(ValueError, match="3 channels"):
+        ShapeProfile((1, 1, 64, 64), (1, 1, 64, 64), (1, 1, 64, 64))
+    assert parse_hw("512x640") == (512, 640)
+    with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
+        parse_hw("512*640")
+    profile = default_profile("classification", IMAGENET_CLASSIFICATION)
+    assert ShapeProfile.from_json(json.loads(json.dumps(profile.to_json()))) == profile
+
+
+# ---------------------------------------------------------------------------------------- precision
+
+def test_precision_plans():
+    assert plan_precision("fp16", 10).builder_flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS")
+    assert not plan_precision("fp16", 10).needs_graph_casts
+    trt11 = plan_precision("fp16", 11)
+    assert trt11.builder_flags == () and trt11.needs_graph_casts and trt11.strongly_typed
+    assert plan_precision("fp32", 11).builder_flags == ()
+    with pytest.raises(ValueError, match="unknown precision"):
+        plan_precision("int8", 10)
+    with pytest.raises(ValueError, match="not supported"):
+        plan_precision("fp32", 8)
+
+
+def attention_artifact(num_heads: int = 2, head_dim: int = 16) -> onnx.ModelProto:
+    """A tiny PaCa artifact: Linear → PaCaAttention → output, with metadata (no export needed)."""
+    channels = num_heads * head_dim
+    rng = np.random.default_rng(0)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [channels, channels],
+                                rng.standard_normal((channels, channels)).astype(np.float32).ravel())
+    nodes = [
+        helper.make_node("MatMul", ["tokens", "w"], ["q"]),
+        helper.make_node(OP_NAME, ["q", "tokens", "tokens"], ["out"], domain=OP_DOMAIN,
+                         **op_attributes(num_heads, head_dim ** -0.5)),
+    ]
+    tokens = helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["B", "N", channels])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", "N", channels])
+    graph = helper.make_graph(nodes, "g", [tokens], [out], [weight])
+    model = attach_attention_function(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    write_metadata(model, ArtifactMetadata("demo_digits_cls", "classification", IMAGENET_CLASSIFICATION, "digits10",
+                                           tuple(str(i) for i in range(10)), ("out",)).to_props())
+    return model
+
+
+def test_fp16_graph_runs_and_stays_close():
+    model = attention_artifact()
+    half = fp16_graph(model)
+    assert model.graph.initializer[0].data_type == TensorProto.FLOAT  # the input model is left alone
+    assert half.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # fp32 I/O kept
+    assert any(t.data_type == TensorProto.FLOAT16 for t in half.graph.initializer)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # ORT would fold the casts
+    tokens = np.random.default_rng(1).standard_normal((2, 20, 32)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), options).run(None, {"tokens": tokens})[0]
+    got = ort.InferenceSession(half.SerializeToString(), options).run(None, {"tokens": tokens})[0]
+    assert 0 < np.abs(got - want).max() < 5e-2
+
+
+# ----------------------------------------------------------------------------------------- manifest
+
+def make_manifest(onnx_sha: str = "ab" * 32, machine: MachineInfo = H100) -> EngineManifest:
+    return EngineManifest(machine.tensorrt_version, machine.gpu_name, machine.compute_capability, "fp16",
+                          (default_profile("classification", IMAGENET_CLASSIFICATION),), onnx_sha, "m.onnx")
+
+
+def test_manifest_round_trip_and_mismatch_messages(tmp_path):
+    manifest = make_manifest()
+    assert EngineManifest.from_json(manifest.to_json()) == manifest
+    check_manifest(manifest, H100)
+    with pytest.raises(EngineMismatchError, match=r"TensorRT 10\.13\.3\.9, this machine has 11\.4\.0\.106"):
+        check_manifest(manifest, MachineInfo("11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0"))
+    with pytest.raises(EngineMismatchError, match=r"compute capability 9\.0 .*this GPU is 8\.0 \(NVIDIA A100"):
+        check_manifest(manifest, MachineInfo("10.13.3.9", "NVIDIA A100-SXM4-80GB", "8.0"))
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"other")
+    with pytest.raises(EngineMismatchError, match="another ONNX file"):
+        check_manifest(manifest, H100, onnx_file)
+    with pytest.raises(EngineMismatchError, match=r"manifest model\.plan\.json is missing"):
+        read_manifest(tmp_path / "model.plan")
+    assert cache_key(H100, "fp16") == "trt10.13-sm90-paca1-fp16"
+
+
+def test_trtexec_command():
+    profile = ShapeProfile((1, 3, 64, 64), (4, 3, 128, 128), (8, 3, 256, 256))
+    argv = trtexec_command("m.onnx", "m.plan", profile, precision="fp16", trt_major=10, timing_cache="t.cache")
+    assert argv[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.plan"]
+    assert "--minShapes=pixel_values:1x3x64x64" in argv and "--maxShapes=pixel_values:8x3x256x256" in argv
+    assert "--fp16" in argv and "--timingCacheFile=t.cache" in argv
+    assert "--fp16" not in trtexec_command("m.onnx", "m.plan", profile, precision="fp16", trt_major=11)
+
+
+# ------------------------------------------------------------------------------------- plugin logic
+
+def test_plugin_tactics_and_grid():
+    from models.kernels.attention_triton import CONFIGS
+
+    assert plugin_logic.tactic_ids() == list(range(1, len(CONFIGS) + 1))
+    assert plugin_logic.config_for_tactic(0) == CONFIGS[plugin_logic.DEFAULT_TACTIC - 1]
+    with pytest.raises(ValueError, match="unknown PaCaAttention tactic"):
+        plugin_logic.config_for_tactic(99)
+    config = plugin_logic.config_for_tactic(1)
+    assert plugin_logic.launch_grid(3, 3136, 2, 1) == (-(-3136 // config.block_n), 6)
+    assert plugin_logic.triton_dtype("DataType.HALF") == "fp16"
+    with pytest.raises(ValueError, match="supports"):
+        plugin_logic.triton_dtype("DataType.INT8")
+    with pytest.raises(ValueError, match="static channel"):
+        plugin_logic.static_channels(SimpleNamespace(is_constant=False, constant_value=None))
+    assert plugin_logic.static_channels(SimpleNamespace(is_constant=True, constant_value=96)) == 96
+    assert all(plugin_logic.shared_memory_ok(48, t) for t in plugin_logic.tactic_ids())
+
+
+def test_aot_kernel_compiles_to_ptx_for_sm90(tmp_path):
+    """The exact triton.compile call of the plugin's aot_impl, for Hopper, on this CPU-only machine; the
+    trimmed PTX (inputs, N, M, output — the QDP launch order) must still assemble with ptxas."""
+    import os
+    import subprocess
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from models.kernels.attention_triton import paca_attention_kernel
+
+    constants = plugin_logic.kernel_constexprs(num_heads=5, channels=200, scale=40 ** -0.5, tactic=1, element="fp32")
+    signature = plugin_logic.kernel_signature("fp32", list(constants))
+    assert list(signature) == paca_attention_kernel.arg_names
+    config = plugin_logic.config_for_tactic(1)
+    compiled = triton.compile(ASTSource(fn=paca_attention_kernel, signature=signature, constexprs=constants),
+                              target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+    assert compiled.metadata.name == "paca_attention_kernel" and compiled.metadata.num_warps == config.num_warps
+    assert not getattr(compiled.metadata, "global_scratch_size", 0)
+    ptx = plugin_logic.strip_unused_params(compiled.asm["ptx"], compiled.metadata.name, plugin_logic.KERNEL_PARAMS)
+    entry = re.search(r"\.entry paca_attention_kernel\(([^)]*)\)", ptx).group(1)
+    assert entry.count(".param") == plugin_logic.KERNEL_PARAMS and ".target sm_90" in ptx
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    (tmp_path / "k.ptx").write_text(ptx)
+    result = subprocess.run([ptxas, "-arch=sm_90a", str(tmp_path / "k.ptx"), "-o", str(tmp_path / "k.cubin")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "k.cubin").stat().st_size > 0
+
+
+def test_strip_unused_params_refuses_used_ones():
+    ptx = ".entry k(\n\t.param .u64 k_param_0,\n\t.param .u64 k_param_1\n)\n{ ld.param.u64 %rd1, [k_param_1]; }"
+    with pytest.raises(ValueError, match="uses its parameter k_param_1"):
+        plugin_logic.strip_unused_params(ptx, "k", 1)
+    assert plugin_logic.strip_unused_params(ptx, "k", 2).count(".param .u64") == 2
+    with pytest.raises(ValueError, match=r"no \.entry"):
+        plugin_logic.strip_unused_params(ptx, "other", 1)
+
+
+# ------------------------------------------------------------------------ builder against a fake TRT
+
+class FakeTensorRT(SimpleNamespace):
+    """TEST DOUBLE of the `tensorrt` module: records the calls our builder makes. Not TensorRT."""
+
+    def __init__(self, version: str = "10.13.3.9", parse_ok: bool = True, build_ok: bool = True):
+        calls: list[tuple] = []
+        self.calls = calls
+        trt = self
+
+        class Logger:
+            WARNING = "warning"
+
+            def __init__(self, level):
+                calls.append(("Logger", level))
+
+        class Profile:
+            def set_shape(self, name, lo, opt, hi):
+                calls.append(("set_shape", name, lo, opt, hi))
+
+        class TimingCache:
+            def __init__(self, data):
+                self.data = data
+
+            def serialize(self):
+                return b"timing:" + self.data
+
+        class Config:
+            builder_optimization_level = None
+
+            def set_memory_pool_limit(self, pool, size):
+                calls.append(("pool", pool, size))
+
+            def set_flag(self, flag):
+                calls.append(("flag", flag))
+
+            def add_optimization_profile(self, profile):
+                calls.append(("add_profile",))
+
+            def create_timing_cache(self, data):
+                return TimingCache(data)
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                self.cache = cache
+                calls.append(("set_timing_cache", cache.data, ignore_mismatch))
+
+            def get_timing_cache(self):
+                return self.cache
+
+        class Parser:
+            num_errors = 0 if parse_ok else 1
+
+            def __init__(self, network, logger):
+                pass
+
+            def parse(self, data, path):
+                trt.parsed = onnx.load_from_string(data)
+                return parse_ok
+
+            def get_error(self, i):
+                return "In node 3 (PaCaAttention): Plugin not found"
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                calls.append(("create_network", flags))
+                return object()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                return b"PLAN" if build_ok else None
+
+        class Runtime:
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, data):
+                calls.append(("deserialize", data))
+                return SimpleNamespace(plan=data)
+
+        super().__init__(
+            __version__=version, Logger=Logger, Builder=Builder, OnnxParser=Parser, Runtime=Runtime,
+            MemoryPoolType=SimpleNamespace(WORKSPACE="workspace"),
+            BuilderFlag=SimpleNamespace(FP16="fp16", OBEY_PRECISION_CONSTRAINTS="obey"),
+            NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=1, PREFER_AOT_PYTHON_PLUGINS=5),
+            calls=calls,
+        )
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    path = tmp_path / "model.onnx"
+    onnx.save(attention_artifact(), str(path))
+    return path
+
+
+def test_builder_with_fake_tensorrt_10_fp16(artifact, tmp_path):
+    fake = FakeTensorRT("10.13.3.9")
+    registered = []
+    profile = ShapeProfile((1, 3, 32, 32), (4, 3, 32, 32), (8, 3, 32, 32))
+    engine = tmp_path / "out" / "model.plan"
+    manifest = build_engine(artifact, engine, profile, precision="fp16", timing_cache=tmp_path / "t.cache",
+                            workspace_mib=512, trt=fake, machine=H100, plugin_registrar=lambda: registered.append(1))
+    assert registered == [1]
+    assert ("set_shape", "pixel_values", (1, 3, 32, 32), (4, 3, 32, 32), (8, 3, 32, 32)) in fake.calls
+    assert ("flag", "fp16") in fake.calls and ("flag", "obey") in fake.calls
+    assert ("pool", "workspace", 512 << 20) in fake.calls
+    assert ("create_network", 1 << 5) in fake.calls  # AOT plugin preferred, weakly typed
+    assert engine.read_bytes() == b"PLAN"
+    assert (tmp_path / "t.cache").read_bytes() == b"timing:"
+    assert read_manifest(engine) == manifest and manifest_path(engine).is_file()
+    assert manifest.onnx_sha256 == file_sha256(artifact) and manifest.precision == "fp16"
+    assert (manifest.arch, manifest.compute_capability) == ("demo_digits_cls", "9.0")
+    assert fake.parsed.graph.initializer[0].data_type == TensorProto.FLOAT  # TRT 10: graph unchanged
+
+
+def test_builder_with_fake_tensorrt_11_casts_the_graph(artifact, tmp_path):
+    fake = FakeTensorRT("11.4.0.106")
+    profile = ShapeProfile((1, 3, 32, 32), (1, 3, 32, 32), (1, 3, 32, 32))
+    build_engine(artifact, tmp_path / "m.plan", profile, precision="fp16", timing_cache=tmp_path / "t.cache",
+                 trt=fake, machine=MachineInfo("11.4.0.106", "NVIDIA H200", "9.0"), plugin_registrar=lambda: None)
+    assert not [c for c in fake.calls if c[0] == "flag"]  # no precision flags on TensorRT 11
+    assert fake.parsed.graph.initializer[0].data_type == TensorProto.FLOAT16  # precision from graph casts
+
+
+def test_builder_reports_parser_and_build_failures(artifact, tmp_path):
+    profile = default_profile("classification", IMAGENET_CLASSIFICATION)
+    with pytest.raises(EngineBuildError, match="Plugin not found"):
+        build_engine(artifact, tmp_path / "m.plan", profile, trt=FakeTensorRT(parse_ok=False), machine=H100,
+                     timing_cache=tmp_path / "t", plugin_registrar=lambda: None)
+    with pytest.raises(EngineBuildError, match="failed to build"):
+        build_engine(artifact, tmp_path / "m.plan", profile, trt=FakeTensorRT(build_ok=False), machine=H100,
+                     timing_cache=tmp_path / "t", plugin_registrar=lambda: None)
+    assert not (tmp_path / "m.plan").exists()
+
+
+def test_runtime_checks_manifest_before_deserialising(artifact, tmp_path):
+    engine = tmp_path / "m.plan"
+    fake = FakeTensorRT()
+    build_engine(artifact, engine, default_profile("classification", IMAGENET_CLASSIFICATION), trt=fake,
+                 machine=H100, timing_cache=tmp_path / "t", plugin_registrar=lambda: None)
+    a100 = MachineInfo("10.13.3.9", "NVIDIA A100", "8.0")
+    with pytest.raises(EngineMismatchError, match="compute capability"):
+        load_engine(engine, trt=fake, machine=a100, plugin_registrar=lambda: None)
+    assert not [c for c in fake.calls if c[0] == "deserialize"]
+    loaded = load_engine(engine, trt=fake, machine=H100, onnx_path=artifact, plugin_registrar=lambda: None)
+    assert loaded.plan == b"PLAN"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
+def test_cli_build_engine_without_tensorrt_says_so(artifact, tmp_path):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    result = CliRunner().invoke(app, ["build-engine", str(artifact), "-o", str(tmp_path / "m.plan")])
+    assert result.exit_code == 2
+    assert "TensorRT is not importable" in result.output
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+def test_cli_build_engine_prints_trtexec_line(artifact, tmp_path):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    result = CliRunner().invoke(app, ["build-engine", str(artifact), "--output", str(tmp_path / "m.plan"),
+                                      "--precision", "fp16", "--max-batch", "16", "--opt-batch", "4",
+                                      "--print-trtexec"])
+    assert result.exit_code == 0, result.output
+    assert "--minShapes=pixel_values:1x3x224x224" in result.output
+    assert "--optShapes=pixel_values:4x3x224x224" in result.output
+    assert "--maxShapes=pixel_values:16x3x224x224" in result.output and "--fp16" in result.output
+
+
+def test_cli_build_engine_errors(artifact, tmp_path):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["build-engine", str(artifact), "-o", str(tmp_path / "m.plan"), "--precision", "int4"])
+    assert bad.exit_code == 2 and "unknown precision" in bad.output
+    fixed = runner.invoke(app, ["build-engine", str(artifact), "-o", str(tmp_path / "m.plan"), "--max-hw", "512x512"])
+    assert fixed.exit_code == 2 and "fixed input size" in fixed.output
+    plain = tmp_path / "plain.onnx"
+    model = attention_artifact()
+    del model.metadata_props[:]
+    onnx.save(model, str(plain))
+    not_paca = runner.invoke(app, ["build-engine", str(plain), "-o", str(tmp_path / "m.plan")])
+    assert not_paca.exit_code == 2 and "not a PaCa artifact" in not_paca.output

@@ -1,0 +1,121 @@
+"""A real `paca serve` process on free loopback ports: start it, wait for readiness, stop it.
+
+One harness for every test and benchmark that needs a running server. `block_torch=True` makes torch
+unimportable in the server process, which proves the serving path needs no torch (the CPU image).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.support.paths import REPO_ROOT
+
+TOOLS_PYTHON = REPO_ROOT / ".venv-tools" / "bin" / "python"
+LOCUST = REPO_ROOT / ".venv-tools" / "bin" / "locust"
+PERF_ANALYZER = REPO_ROOT / "tools" / "bin" / "perf_analyzer"  # wrapper that sets LD_LIBRARY_PATH
+READY_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    url: str
+    grpc_port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(tmp: Path, repository: dict | Path, *, grpc: bool = False, env: dict | None = None,
+                 wait_ready: bool = True, block_torch: bool = False, extra_args: tuple[str, ...] = (),
+                 ready_timeout_s: float = READY_TIMEOUT_S) -> ServerProcess:
+    """`paca serve` on `repository` (a dict written to YAML, or a YAML path), logging to a file in `tmp`."""
+    if isinstance(repository, Path):
+        config = repository
+    else:
+        config = tmp / "repository.yaml"
+        config.write_text(yaml.safe_dump(repository))
+    port, grpc_port = free_port(), (free_port() if grpc else 0)
+    log_path = tmp / f"server-{port}.log"
+    block = "import sys; sys.modules['torch'] = None; " if block_torch else "import sys; "
+    launcher = block + "from service.cli import main; sys.argv[0] = 'paca'; main()"
+    command = [sys.executable, "-c", launcher, "serve", "--config", str(config), "--port", str(port),
+               "--grpc-port", str(grpc_port), *extra_args]
+    process_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+                                   env=process_env)
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", grpc_port, log_path)
+    if wait_ready:
+        wait_until_ready(server, ready_timeout_s)
+    return server
+
+
+def wait_until_ready(server: ServerProcess, timeout_s: float = READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()[-5000:]}")
+        try:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"server not ready after {timeout_s} s:\n{server.log()[-5000:]}")
+
+
+def stop_server(server: ServerProcess, timeout_s: float = 30.0) -> int:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+    return server.process.returncode
+
+
+@contextmanager
+def running_server(tmp: Path, repository: dict | Path, **options: object) -> Iterator[ServerProcess]:
+    server = start_server(tmp, repository, **options)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def tools_python() -> Path | None:
+    """The tools venv's interpreter when tritonclient is installed there (it lives nowhere else)."""
+    if not TOOLS_PYTHON.exists():
+        return None
+    probe = subprocess.run([str(TOOLS_PYTHON), "-c", "import tritonclient.http, tritonclient.grpc"],
+                           capture_output=True)
+    return TOOLS_PYTHON if probe.returncode == 0 else None
+
+
+def perf_analyzer_path() -> Path | None:
+    if PERF_ANALYZER.exists():
+        return PERF_ANALYZER
+    found = shutil.which("perf_analyzer")
+    return Path(found) if found else None
