@@ -1,13 +1,18 @@
-"""Task wrappers: give every exported graph the input/output layout of cross-team contract 1.
+"""The artifact's output layout as a module: what export traces and the torch backend runs, so the two agree.
 
-Input `pixel_values`; outputs the task's main tensors, then `clusters_stage{i}` for each backbone
-stage that has clusters (taken from the model's `forward_with_clusters`).
+Input `pixel_values`; outputs the task's main tensors (`models.tasks`), then `clusters_stage{i}` for each
+backbone stage that has clusters (taken from the model's `forward_with_clusters`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from models.registry import ArchSpec
+
+# Spatial size of examples for dense tasks: non-square and not a power of two, so nothing specialises.
+DENSE_EXAMPLE_HW = (96, 128)
 
 
 class ClusterOutputsWrapper(nn.Module):
@@ -48,3 +53,31 @@ def cluster_stages_of(model: nn.Module, example: torch.Tensor) -> tuple[int, ...
     with torch.no_grad():
         _, assignments = model.forward_with_clusters(example)
     return tuple(i + 1 for i, z in enumerate(assignments) if z is not None)
+
+
+def detection_cluster_stages(model: nn.Module) -> tuple[int, ...]:
+    """Clustering stages of a detector's backbone, read from its configuration (no forward run)."""
+    config = getattr(getattr(model, "backbone", None), "config", None)
+    if config is None or not hasattr(model, "forward_raw_with_clusters"):
+        return ()
+    return tuple(i + 1 for i, m in enumerate(config.clusters) if m > 0)
+
+
+def example_input(spec: ArchSpec, *, seed: int = 0) -> torch.Tensor:
+    """A random input of the arch's layout: its task's example batch, its fixed size or a dense example size."""
+    height, width = spec.preprocess.fixed_input_size or DENSE_EXAMPLE_HW
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(spec.task_spec.example_batch, 3, height, width, generator=generator)
+
+
+def wrap_outputs(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, tuple[int, ...]]:
+    """`model` wrapped to the artifact's output layout, and its clustering stages.
+
+    Detectors expose `forward_raw` (the raw tensors of one image); every other PaCa model
+    `forward_with_clusters`.
+    """
+    if hasattr(model, "forward_raw"):
+        stages = detection_cluster_stages(model)
+        return DetectionWrapper(model, stages).eval(), stages
+    stages = cluster_stages_of(model, example)
+    return ClusterOutputsWrapper(model, stages).eval(), stages

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.preprocess_spec import PreprocessSpec
+from models.tasks import Task, TaskSpec, task_spec
 
 if TYPE_CHECKING:
     import torch
 
-Task = Literal["classification", "detection", "segmentation"]
 StateDict = dict[str, "torch.Tensor"]
 
 # Modules whose import registers archs; a module that does not exist (yet) is skipped.
@@ -31,6 +32,9 @@ class ArchSpec:
     layout (mmseg/mmdet prefixes, torchvision detector keys) onto our keys; it runs after the generic
     unwrapping (`state_dict`/`model`/`state_dict_ema`, `module.` prefixes). Keys starting with one of
     `ignored_checkpoint_prefixes` (training-only parts such as UperNet's `auxiliary_head.`) are dropped.
+    Downstream archs name their `backbone` (a classification variant) and segmentors their `head`;
+    `weights` points at weights bundled with the code (the demo models); `note` warns about a known
+    ambiguity of the official release files.
     """
 
     name: str
@@ -42,7 +46,14 @@ class ArchSpec:
     convert_checkpoint: Callable[[StateDict], StateDict] | None = None
     ignored_checkpoint_prefixes: tuple[str, ...] = ()
     description: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
+    backbone: str | None = None
+    head: str | None = None
+    weights: Path | None = None
+    note: str = ""
+
+    @property
+    def task_spec(self) -> TaskSpec:
+        return task_spec(self.task)
 
 
 _REGISTRY: dict[str, ArchSpec] = {}

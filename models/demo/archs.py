@@ -98,10 +98,6 @@ def _build_detector():
     )
 
 
-def _extra(arch: str) -> dict[str, object]:
-    return {"served_name": SERVED_NAMES[arch], "weights": str(weights_path(arch)), "demo": True}
-
-
 DEMO_ARCHS = (
     register(ArchSpec(
         name="demo_digits_cls",
@@ -110,7 +106,7 @@ DEMO_ARCHS = (
         preprocess=DIGIT_PREPROCESS,
         labels="digits10",
         description="Demo: small PaCa-ViT classifying coloured MNIST digits (32×32); not an official checkpoint.",
-        extra=_extra("demo_digits_cls"),
+        weights=weights_path("demo_digits_cls"),
     )),
     register(ArchSpec(
         name="demo_digits_det",
@@ -119,7 +115,7 @@ DEMO_ARCHS = (
         preprocess=SCENE_PREPROCESS,
         labels="digits10",
         description="Demo: Mask R-CNN with a small PaCa-ViT backbone on synthetic multi-digit scenes.",
-        extra=_extra("demo_digits_det"),
+        weights=weights_path("demo_digits_det"),
     )),
     register(ArchSpec(
         name="demo_digits_seg",
@@ -128,6 +124,6 @@ DEMO_ARCHS = (
         preprocess=SCENE_PREPROCESS,
         labels="digit_scene11",
         description="Demo: PaCa segmentation head on a small PaCa-ViT, synthetic multi-digit scenes.",
-        extra=_extra("demo_digits_seg"),
+        weights=weights_path("demo_digits_seg"),
     )),
 )

@@ -47,9 +47,6 @@ def _convert(state_dict):
 
 
 for _backbone, _file in DETECTION_BACKBONES.items():
-    _extra: dict[str, object] = {"backbone": _backbone, "one_image_per_run": True}
-    if "convmixer_tiny" in _file:
-        _extra["note"] = TEACHER_FILE_NOTE
     register(ArchSpec(
         name=f"mask_rcnn_{_backbone}",
         task="detection",
@@ -59,5 +56,6 @@ for _backbone, _file in DETECTION_BACKBONES.items():
         checkpoint_files=(_file,),
         convert_checkpoint=_convert,
         description=f"COCO Mask R-CNN (FPN, 1x) on {_backbone}; mmdet test-time behaviour, one image per run",
-        extra=_extra,
+        backbone=_backbone,
+        note=TEACHER_FILE_NOTE if "convmixer_tiny" in _file else "",
     ))

@@ -53,10 +53,8 @@ def _build(backbone: str, head: str):
 
 def _register(head: str, prefix: str, backbones: dict[str, str], ignored: tuple[str, ...]) -> None:
     for backbone, checkpoint in backbones.items():
-        extra: dict[str, object] = {"backbone": backbone, "head": head, "logits_stride": 4}
         description = f"ADE20k semantic segmentation, {head} head on {backbone} (logits at 1/4 resolution)"
-        if backbone.startswith("pacavit_small_p2cconv_") and backbone != "pacavit_small_p2cconv_100_0":
-            extra["note"] = ABLATION_NOTE
+        ablation = backbone.startswith("pacavit_small_p2cconv_") and backbone != "pacavit_small_p2cconv_100_0"
         register(ArchSpec(
             name=f"{prefix}_{backbone}",
             task="segmentation",
@@ -66,7 +64,9 @@ def _register(head: str, prefix: str, backbones: dict[str, str], ignored: tuple[
             checkpoint_files=(checkpoint,),
             ignored_checkpoint_prefixes=ignored,
             description=description,
-            extra=extra,
+            backbone=backbone,
+            head=head,
+            note=ABLATION_NOTE if ablation else "",
         ))
 
 

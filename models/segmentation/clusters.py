@@ -49,7 +49,7 @@ def build_segmentor_for_checkpoint(arch: str, state_dict: Mapping[str, Any]):
     from models.segmentation.segmentor import build_segmentor
 
     spec = get_arch(arch)
-    if spec.task != "segmentation" or "backbone" not in spec.extra:
+    if spec.backbone is None or spec.head is None:
         raise ValueError(f"{arch!r} is not an ADE20k segmentation arch")
-    base = segmentation_backbone_config(str(spec.extra["backbone"]))
-    return build_segmentor(config_for_checkpoint(base, state_dict), str(spec.extra["head"]), num_classes=150)
+    base = segmentation_backbone_config(spec.backbone)
+    return build_segmentor(config_for_checkpoint(base, state_dict), spec.head, num_classes=150)
