@@ -52,12 +52,14 @@ def export_command(
     """
     _known_arch(arch)
     hw = _hw_option(verify_hw, "--verify-hw")
+    from export.metadata import describe_weights
     from export.onnx_export import export_onnx, load_model
     from export.progress import step_progress
 
     model = load_model(arch, checkpoint)
     with step_progress(f"export {arch}", EXPORT_STEPS) as report:
-        path = export_onnx(arch, output, model=model, opset=opset, inline=inline, progress=report)
+        path = export_onnx(arch, output, model=model, opset=opset, inline=inline,
+                           weights=describe_weights(checkpoint), progress=report)
     size_mb = path.stat().st_size / 1e6
     typer.echo(f"{path} ({size_mb:.1f} MB)")
     if verify:
@@ -133,7 +135,7 @@ def build_engine_command(
     base = default_profile(metadata.task, metadata.preprocess, max_batch=max_batch, opt_batch=min(opt_batch, max_batch),
                            min_hw=_hw_option(min_hw, "--min-hw"))
     lo, opt, hi = list(base.min), list(base.opt), list(base.max)
-    if metadata.task != "detection":
+    if metadata.task_spec.batchable:
         lo[0] = min_batch
     for shape, value, name in ((opt, opt_hw, "--opt-hw"), (hi, max_hw, "--max-hw")):
         hw = _hw_option(value, name)

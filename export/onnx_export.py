@@ -16,62 +16,42 @@ import torch
 from torch import nn
 
 from export.custom_op import custom_attention_cores
-from export.metadata import ArtifactMetadata, label_names_for, main_outputs, write_metadata
+from export.metadata import UNKNOWN, ArtifactMetadata, describe_weights, label_names_for, write_metadata
 from export.onnx_function import attach_attention_function, custom_nodes, inline_attention
-from models.outputs import ClusterOutputsWrapper, DetectionWrapper, cluster_stages_of
+from models.outputs import example_input, wrap_outputs
 from models.registry import get_arch
+from models.tasks import TaskSpec, output_names
 
 Progress = Callable[[str], None]
 TWO_GB = 2 * 1024**3
 MIN_OPSET = 18
-# Example spatial size for dense tasks: non-square and not a power of two, so nothing specialises.
-DENSE_EXAMPLE_HW = (96, 128)
 
 
 def load_model(arch: str, checkpoint: str | os.PathLike | None) -> nn.Module:
     """The arch's model in eval mode, with `checkpoint` loaded strictly when given."""
-    try:
-        from models.builder import build
-    except ModuleNotFoundError:
-        build = None
-    if build is not None:
-        return build(arch, checkpoint).eval()
-    model = get_arch(arch).factory().eval()
-    if checkpoint is not None:
-        model.load_state_dict(_read_state_dict(Path(checkpoint)), strict=True)
-    return model
+    from models.builder import build
+
+    return build(arch, checkpoint).eval()
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-
-
-def example_input(task: str, fixed_hw: tuple[int, int] | None) -> torch.Tensor:
-    """Batch 2 (batch 1 gets specialised by the exporter, spec §23); detection runs one image."""
-    height, width = fixed_hw if fixed_hw is not None else DENSE_EXAMPLE_HW
-    batch = 1 if task == "detection" else 2
-    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
-
-
-def dynamic_shapes(task: str) -> tuple[dict[int, object], ...]:
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    if task == "classification":
-        return ({0: batch},)
-    spatial = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
-    if task == "detection":
-        return (spatial,)
-    return ({0: batch, **spatial},)
+def dynamic_shapes(task: TaskSpec) -> tuple[dict[int, object], ...]:
+    """Dynamic batch where the task batches (a batch of 1 specialises otherwise); dynamic H/W for dense tasks."""
+    axes: dict[int, object] = {}
+    if task.batchable:
+        axes[0] = torch.export.Dim("batch", min=1, max=1024)
+    if task.dense:
+        axes.update({2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC})
+    return (axes,)
 
 
 def export_onnx(arch: str, output: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None,
                 model: nn.Module | None = None, opset: int = MIN_OPSET, inline: bool = False,
-                progress: Progress | None = None) -> Path:
-    """Export `arch` (or the given `model` of that arch) to `output`; returns the written path."""
+                weights: str | None = None, progress: Progress | None = None) -> Path:
+    """Export `arch` (or the given `model` of that arch) to `output`; returns the written path.
+
+    `weights` records where the weights came from (`paca.weights`); by default it is derived from
+    `checkpoint` (file name + sha256), `random` when neither a checkpoint nor a model is given.
+    """
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (LayerNormalization, Resize semantics), got {opset}")
     if model is not None and checkpoint is not None:
@@ -82,14 +62,14 @@ def export_onnx(arch: str, output: str | os.PathLike, *, checkpoint: str | os.Pa
     output.parent.mkdir(parents=True, exist_ok=True)
 
     report(f"building {arch}")
+    if weights is None:
+        weights = describe_weights(checkpoint) if model is None else UNKNOWN
     if model is None:
         model = load_model(arch, checkpoint)
     model = model.eval()
-    example = example_input(spec.task, spec.preprocess.fixed_input_size)
-    stages = cluster_stages_of(model, example) if spec.task != "detection" else _detection_cluster_stages(model)
-    wrapper_cls = DetectionWrapper if spec.task == "detection" else ClusterOutputsWrapper
-    wrapper = wrapper_cls(model, stages).eval()
-    output_names = [*main_outputs(spec.task), *(f"clusters_stage{i}" for i in stages)]
+    example = example_input(spec)
+    wrapper, stages = wrap_outputs(model, example)
+    outputs = list(output_names(spec.task, stages))
 
     report("tracing with the custom PaCaAttention op")
     with custom_attention_cores(model) as swapped, torch.no_grad():
@@ -97,7 +77,7 @@ def export_onnx(arch: str, output: str | os.PathLike, *, checkpoint: str | os.Pa
             raise ValueError(f"{arch}: no PaCaAttentionCore modules found to export as custom ops")
         program = torch.onnx.export(
             wrapper, (example,), dynamo=True, opset_version=opset, input_names=["pixel_values"],
-            output_names=output_names, dynamic_shapes=dynamic_shapes(spec.task), external_data=False,
+            output_names=outputs, dynamic_shapes=dynamic_shapes(spec.task_spec), external_data=False,
             optimize=True, verbose=False,
         )
     proto = program.model_proto
@@ -110,10 +90,10 @@ def export_onnx(arch: str, output: str | os.PathLike, *, checkpoint: str | os.Pa
         proto = inline_attention(proto)
 
     report("writing metadata and checking the graph")
-    num_classes = getattr(model, "num_labels", None) if spec.task == "detection" else _num_classes(proto)
+    num_classes = getattr(model, "num_labels", None) or _num_classes(proto)
     metadata = ArtifactMetadata(
         arch=arch, task=spec.task, preprocess=spec.preprocess, labels=spec.labels,
-        label_names=label_names_for(spec.labels, num_classes), outputs=tuple(output_names),
+        label_names=label_names_for(spec.labels, num_classes), outputs=tuple(outputs), weights=weights,
     )
     write_metadata(proto, metadata.to_props())
     proto.producer_name = "paca-serve"
@@ -127,13 +107,6 @@ def _num_classes(proto: onnx.ModelProto) -> int | None:
     """Classes from the main output's static dim 1 (logits / seg_logits)."""
     dims = proto.graph.output[0].type.tensor_type.shape.dim
     return dims[1].dim_value or None
-
-
-def _detection_cluster_stages(model: nn.Module) -> tuple[int, ...]:
-    config = getattr(getattr(model, "backbone", None), "config", None)
-    if config is None or not hasattr(model, "forward_raw_with_clusters"):
-        return ()
-    return tuple(i + 1 for i, m in enumerate(config.clusters) if m > 0)
 
 
 def _save(proto: onnx.ModelProto, output: Path) -> None:

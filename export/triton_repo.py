@@ -18,19 +18,21 @@ import onnx
 
 from export.metadata import ArtifactMetadata, read_metadata
 from export.tensorrt.manifest import read_manifest
+from export.triton_config import (
+    LABELS_FILE,
+    BatchingPolicy,
+    InstanceGroup,
+    ModelFiles,
+    TensorConfig,
+    Warmup,
+    model_config,
+    to_pbtxt,
+)
 
-ONNX_TO_TRITON = {
-    onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.INT64: "TYPE_INT64",
-    onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.BOOL: "TYPE_BOOL", onnx.TensorProto.UINT8: "TYPE_UINT8",
+ONNX_TO_V2 = {
+    onnx.TensorProto.FLOAT: "FP32", onnx.TensorProto.FLOAT16: "FP16", onnx.TensorProto.INT64: "INT64",
+    onnx.TensorProto.INT32: "INT32", onnx.TensorProto.BOOL: "BOOL", onnx.TensorProto.UINT8: "UINT8",
 }
-LABELS_FILE = "labels.txt"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    data_type: str
-    dims: tuple[int, ...]  # without the batch axis when the model batches; -1 = variable
 
 
 @dataclass(frozen=True)
@@ -45,15 +47,15 @@ class RepositoryOptions:
     onnx_on_gpu: bool = False
 
 
-def graph_tensors(model: onnx.ModelProto, batched: bool) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of the graph as Triton sees them (batch axis dropped when batched)."""
+def graph_tensors(model: onnx.ModelProto) -> tuple[list[TensorConfig], list[TensorConfig]]:
+    """Inputs and outputs of the graph (full shapes, -1 for variable axes)."""
 
-    def spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    def spec(value: onnx.ValueInfoProto) -> TensorConfig:
         tensor_type = value.type.tensor_type
-        if tensor_type.elem_type not in ONNX_TO_TRITON:
+        if tensor_type.elem_type not in ONNX_TO_V2:
             raise ValueError(f"{value.name}: ONNX element type {tensor_type.elem_type} has no Triton type")
         dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim)
-        return TensorSpec(value.name, ONNX_TO_TRITON[tensor_type.elem_type], dims[1:] if batched else dims)
+        return TensorConfig(value.name, ONNX_TO_V2[tensor_type.elem_type], dims)
 
     initializers = {t.name for t in model.graph.initializer}
     inputs = [spec(v) for v in model.graph.input if v.name not in initializers]
@@ -70,67 +72,24 @@ def warmup_dims(metadata: ArtifactMetadata, input_dims: tuple[int, ...]) -> tupl
     return (*input_dims[:-2], short_side, long_side)
 
 
-def _dims(dims: tuple[int, ...]) -> str:
-    return "[ " + ", ".join(str(d) for d in dims) + " ]"
-
-
-def _tensor_block(kind: str, tensors: list[TensorSpec], label_output: str | None) -> str:
-    entries = []
-    for tensor in tensors:
-        fields = [f'name: "{tensor.name}"', f"data_type: {tensor.data_type}", f"dims: {_dims(tensor.dims)}"]
-        if tensor.name == label_output:
-            fields.append(f'label_filename: "{LABELS_FILE}"')
-        entries.append("  {\n    " + "\n    ".join(fields) + "\n  }")
-    return f"{kind} [\n" + ",\n".join(entries) + "\n]"
-
-
-def config_pbtxt(name: str, platform: str, metadata: ArtifactMetadata, inputs: list[TensorSpec],
-                 outputs: list[TensorSpec], options: RepositoryOptions, gpu: bool,
-                 engine_files: dict[str, str] | None = None) -> str:
+def variant_config(name: str, platform: str, metadata: ArtifactMetadata, inputs: list[TensorConfig],
+                   outputs: list[TensorConfig], options: RepositoryOptions, *, gpu: bool,
+                   files: ModelFiles | None = None) -> str:
     """The config.pbtxt text of one variant."""
-    batched = metadata.task != "detection"
+    batched = metadata.task_spec.batchable
     max_batch = options.max_batch_size if batched else 0
-    lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch}"]
-    if engine_files:
-        lines.append('default_model_filename: "model.plan"')
-        lines += [f'cc_model_filenames {{ key: "{cc}" value: "{file}" }}' for cc, file in sorted(engine_files.items())]
-    label_output = "logits" if metadata.task == "classification" else None
-    lines += [_tensor_block("input", inputs, None), _tensor_block("output", outputs, label_output)]
-    if batched:
-        preferred = [b for b in options.preferred_batch_sizes if b <= max_batch]
-        lines.append(
-            "dynamic_batching {\n"
-            + (f"  preferred_batch_size: {_dims(tuple(preferred))}\n" if preferred else "")
-            + f"  max_queue_delay_microseconds: {options.max_queue_delay_us}\n"
-            "  default_queue_policy {\n"
-            "    timeout_action: REJECT\n"
-            f"    default_timeout_microseconds: {options.queue_timeout_us}\n"
-            "    allow_timeout_override: true\n"
-            f"    max_queue_size: {options.max_queue_size}\n"
-            "  }\n}"
-        )
+    batching = BatchingPolicy(max_batch, options.max_queue_delay_us, options.queue_timeout_us,
+                              options.max_queue_size, True, options.preferred_batch_sizes)
     count, kind = (options.gpu_instances, "KIND_GPU") if gpu else (options.cpu_instances, "KIND_CPU")
-    lines.append(f"instance_group [\n  {{\n    count: {count}\n    kind: {kind}\n  }}\n]")
-    if platform == "tensorrt_plan" and any(d < 0 for d in inputs[0].dims[-2:]):
-        lines.append('parameters {\n  key: "execution_context_allocation_strategy"\n'
-                     '  value { string_value: "ON_PROFILE_CHANGE" }\n}')
-    dims = warmup_dims(metadata, inputs[0].dims)
-    warmups = sorted({1, *(b for b in options.preferred_batch_sizes if b <= max_batch)})
-    blocks = []
-    for batch in warmups:
-        label = f"batch{batch}" if batched else "single_image"  # unbatched models warm up with batch_size 1
-        blocks.append(
-            "  {\n"
-            f'    name: "{label}"\n'
-            f"    batch_size: {batch}\n"
-            "    count: 2\n"
-            "    inputs {\n"
-            f'      key: "{inputs[0].name}"\n'
-            f"      value {{ data_type: {inputs[0].data_type} dims: {_dims(dims)} random_data: true }}\n"
-            "    }\n  }"
-        )
-    lines.append("model_warmup [\n" + ",\n".join(blocks) + "\n]")
-    return "\n".join(lines) + "\n"
+    dims = inputs[0].shape[1:] if batched else inputs[0].shape
+    warmup = Warmup(tuple(sorted({1, *(b for b in options.preferred_batch_sizes if b <= max_batch)})),
+                    warmup_dims(metadata, dims))
+    parameters = {}
+    if platform == "tensorrt_plan" and any(d < 0 for d in inputs[0].shape[-2:]):
+        parameters["execution_context_allocation_strategy"] = "ON_PROFILE_CHANGE"
+    config = model_config(name, platform, metadata, inputs, outputs, batching, [InstanceGroup(kind, count)],
+                          warmup=warmup, files=files, parameters=parameters)
+    return to_pbtxt(config)
 
 
 README = """# Triton Inference Server repository for `{arch}` ({task})
@@ -177,8 +136,8 @@ def write_triton_repository(onnx_path: str | os.PathLike, repository: str | os.P
     model = onnx.load(str(onnx_path), load_external_data=False)
     metadata = read_metadata(model)
     name = model_name or metadata.arch.replace("-", "_")
-    batched = metadata.task != "detection"
-    inputs, outputs = graph_tensors(model, batched)
+    batched = metadata.task_spec.batchable
+    inputs, outputs = graph_tensors(model)
 
     onnx_dir = repository / f"{name}_onnx"
     (onnx_dir / "1").mkdir(parents=True, exist_ok=True)
@@ -186,24 +145,24 @@ def write_triton_repository(onnx_path: str | os.PathLike, repository: str | os.P
     external = onnx_path.with_name(onnx_path.name + ".data")
     if external.is_file():
         shutil.copyfile(external, onnx_dir / "1" / external.name)
-    (onnx_dir / "config.pbtxt").write_text(config_pbtxt(f"{name}_onnx", "onnxruntime_onnx", metadata, inputs,
-                                                        outputs, options, gpu=options.onnx_on_gpu))
+    (onnx_dir / "config.pbtxt").write_text(variant_config(f"{name}_onnx", "onnxruntime_onnx", metadata, inputs,
+                                                          outputs, options, gpu=options.onnx_on_gpu))
 
     trt_dir = repository / f"{name}_trt"
     (trt_dir / "1").mkdir(parents=True, exist_ok=True)
-    engine_files = None
+    files = None
     if engine_path is not None:
         manifest = read_manifest(engine_path)
         shutil.copyfile(engine_path, trt_dir / "1" / "model.plan")
         shutil.copyfile(Path(str(engine_path) + ".json"), trt_dir / "1" / "model.plan.json")
-        engine_files = {manifest.compute_capability: "model.plan"}
+        files = ModelFiles("model.plan", {manifest.compute_capability: "model.plan"})
         trt_status = (f"TensorRT {manifest.tensorrt_version}, {manifest.gpu_name} "
                       f"(compute capability {manifest.compute_capability}), {manifest.precision}")
     else:
         trt_status = (f"not built yet: on the serving GPU run `paca build-engine {onnx_path.name} "
                       f"--output {name}_trt/1/model.plan --max-batch {options.max_batch_size if batched else 1}`")
-    (trt_dir / "config.pbtxt").write_text(config_pbtxt(f"{name}_trt", "tensorrt_plan", metadata, inputs, outputs,
-                                                       options, gpu=True, engine_files=engine_files))
+    (trt_dir / "config.pbtxt").write_text(variant_config(f"{name}_trt", "tensorrt_plan", metadata, inputs, outputs,
+                                                         options, gpu=True, files=files))
 
     for directory in (onnx_dir, trt_dir):
         (directory / LABELS_FILE).write_text("\n".join(metadata.label_names) + "\n", encoding="utf-8")

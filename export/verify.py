@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from export.metadata import read_metadata
+from models.outputs import wrap_outputs
 
 DEFAULT_ATOL = 1e-4
 
@@ -29,15 +30,11 @@ class ParityResult:
         return max(self.max_abs_diff.values(), default=0.0)
 
 
-def reference_outputs(model: nn.Module, task: str, pixels: torch.Tensor) -> list[np.ndarray]:
+def reference_outputs(model: nn.Module, pixels: torch.Tensor) -> list[np.ndarray]:
+    """PyTorch's outputs in the artifact's layout (the module export traced)."""
+    module, _ = wrap_outputs(model.eval(), pixels)
     with torch.no_grad():
-        if task == "detection":
-            main, assignments = model.forward_raw_with_clusters(pixels, tuple(pixels.shape[-2:]))
-            tensors = list(main)
-        else:
-            main, assignments = model.forward_with_clusters(pixels)
-            tensors = [main]
-    return [t.numpy() for t in tensors] + [z.numpy() for z in assignments if z is not None]
+        return [t.numpy() for t in module(pixels)]
 
 
 def verify_export(path: str | os.PathLike, model: nn.Module, *, batches: tuple[int, ...] = (1, 3),
@@ -51,7 +48,7 @@ def verify_export(path: str | os.PathLike, model: nn.Module, *, batches: tuple[i
     if hw is None:
         fixed = metadata.preprocess.fixed_input_size
         hw = fixed if fixed is not None else (224, 320)
-    if metadata.task == "detection":
+    if not metadata.task_spec.batchable:
         batches = (1,)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -61,7 +58,7 @@ def verify_export(path: str | os.PathLike, model: nn.Module, *, batches: tuple[i
     for batch in batches:
         pixels = torch.randn(batch, 3, *hw, generator=torch.Generator().manual_seed(seed + batch))
         got = session.run(None, {"pixel_values": pixels.numpy()})
-        want = reference_outputs(model.eval(), metadata.task, pixels)
+        want = reference_outputs(model, pixels)
         diffs = {}
         for name, g, w in zip(names, got, want, strict=True):
             if g.shape != w.shape:

@@ -9,6 +9,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from models.preprocess_spec import PreprocessSpec
+from models.tasks import task_spec
 
 INPUT_NAME = "pixel_values"
 Shape = tuple[int, int, int, int]
@@ -53,9 +54,9 @@ def default_profile(task: str, preprocess: PreprocessSpec, *, max_batch: int = 3
 
     Fixed-size inputs (classification): batch 1..max_batch at that size. Keep-ratio inputs: any
     orientation up to the long side (rounded up to the pad divisor), opt at the landscape size.
-    Detection runs one image per run, so its batch is 1.
+    Tasks that run one image per pass (detection) get batch 1.
     """
-    if task == "detection":
+    if not task_spec(task).batchable:
         max_batch = opt_batch = 1
     if not 1 <= opt_batch <= max_batch:
         raise ValueError(f"need 1 <= opt_batch <= max_batch, got {opt_batch}, {max_batch}")

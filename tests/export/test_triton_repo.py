@@ -80,15 +80,21 @@ def test_classification_repository(tmp_path):
     assert onnx_cfg["name"] == "digits_onnx" and onnx_cfg["platform"] == "onnxruntime_onnx"
     assert trt_cfg["platform"] == "tensorrt_plan"
     assert int(onnx_cfg["max_batch_size"]) == 8
-    assert onnx_cfg["input"][0] == {"name": "pixel_values", "data_type": "TYPE_FP32", "dims": ["3", "32", "32"]}
+    assert onnx_cfg["input"][0] == {"name": "pixel_values", "data_type": "TYPE_FP32", "format": "FORMAT_NCHW",
+                                    "dims": ["3", "32", "32"]}
     logits = onnx_cfg["output"][0]
     assert logits["name"] == "logits" and logits["label_filename"] == "labels.txt"
     assert onnx_cfg["dynamic_batching"]["preferred_batch_size"] == [2, 8]
     policy = onnx_cfg["dynamic_batching"]["default_queue_policy"]
     assert policy.get("timeout_action", "REJECT") == "REJECT"  # the enum default is not printed
     assert policy["allow_timeout_override"] is True and policy["max_queue_size"] == 128
-    assert onnx_cfg["instance_group"] == [{"count": 3, "kind": "KIND_CPU"}]
-    assert trt_cfg["instance_group"] == [{"count": 1, "kind": "KIND_GPU"}]
+    assert onnx_cfg["instance_group"] == [{"name": "digits_onnx_0", "count": 3, "kind": "KIND_CPU"}]
+    assert trt_cfg["instance_group"] == [{"name": "digits_trt_0", "count": 1, "kind": "KIND_GPU"}]
+    # The artifact's paca.* self-description travels as parameters, for remote PaCa backends to read back.
+    for config in (onnx_cfg, trt_cfg):
+        assert config["parameters"]["paca.arch"] == {"string_value": "demo_digits_cls"}
+        assert config["parameters"]["paca.task"] == {"string_value": "classification"}
+        assert json.loads(config["parameters"]["paca.label_names"]["string_value"])[3] == "class3"
     assert [w["batch_size"] for w in onnx_cfg["model_warmup"]] == [1, 2, 8]
     assert onnx_cfg["model_warmup"][0]["inputs"]["pixel_values"]["dims"] == ["3", "32", "32"]
     assert (repo / "digits_onnx" / "1" / "model.onnx").read_bytes() == onnx_path.read_bytes()

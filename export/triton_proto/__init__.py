@@ -1,0 +1,1 @@
+"""Triton ModelConfig protobuf messages (generated from model_config.proto)."""
