@@ -70,11 +70,11 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
     app.state.manager = manager
     app.state.metrics = metrics
 
-    from service.api import ops, rest, v2
+    from service.api import ops, rest, v2_http
 
     app.include_router(ops.router)
     app.include_router(rest.router)
-    app.include_router(v2.router)
+    app.include_router(v2_http.router)
     _install_error_handlers(app)
     _install_request_ids(app)
     return app
@@ -83,7 +83,7 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
 async def _start_models(app: FastAPI, manager: ModelManager, settings: ServerSettings, servers: list) -> None:
     try:
         if settings.grpc_port:  # up before the models, like HTTP: ServerLive answers, ServerReady says false
-            from service.api.grpc_server import start_grpc_server
+            from service.api.v2_grpc import start_grpc_server
 
             servers.append(await start_grpc_server(app, settings.host, settings.grpc_port))
         await manager.start()

@@ -5,44 +5,42 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from export.metadata import ArtifactMetadata
+from models.tasks import cluster_stage
 from service.backends import Backend, TensorSpec, create_backend
 from service.batcher import DynamicBatcher
 from service.errors import BadRequest, ModelNotFound, NotReady
 from service.metrics import Metrics
-from service.model_info import ModelInfo
+from service.prepare import prepare_decoded, synthetic_image
 from service.repository import ModelConfig, RepositoryConfig
 from service.stats import ModelStats
 
 log = logging.getLogger("paca.models")
+BANNER = "!" * 100
 
-FALLBACK_DIR = Path("artifacts/fallback")
 
+def resolve_artifact(config: ModelConfig) -> ModelConfig:
+    """The config itself if its artifact exists; else its pre-exported untrained stand-in, loudly; else an error.
 
-def ensure_artifact(config: ModelConfig) -> ModelConfig:
-    """The config itself if its artifact exists; else, with a fallback arch, an exported stand-in."""
+    The server never exports: `paca demo ensure` writes the demo artifacts, `paca export` any other.
+    """
     if config.artifact is None or config.artifact.exists() or config.backend != "onnxruntime":
         return config
-    if config.fallback_arch is None:
-        raise FileNotFoundError(f"model {config.name!r}: artifact {config.artifact} does not exist")
-    target = (config.artifact.parent.parent / "fallback" / f"{config.fallback_arch}.onnx").resolve()
-    banner = "!" * 100
-    log.warning(
-        "%s\nmodel %r: artifact %s is missing; serving arch %s with UNTRAINED (random) weights instead.\n"
-        "Its predictions are meaningless. Run `paca demo ensure` (or `make run`) to build the trained artifacts.\n%s",
-        banner, config.name, config.artifact, config.fallback_arch, banner,
-    )
-    if not target.exists():
-        from export import export_onnx  # torch is imported only on this path
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(config.fallback_arch, target)
-    return config.model_copy(update={"artifact": target})
+    if config.fallback_arch is not None:
+        stand_in = (config.artifact.parent.parent / "fallback" / f"{config.fallback_arch}.onnx").resolve()
+        if stand_in.exists():
+            log.warning(
+                "%s\nmodel %r: artifact %s is missing; serving arch %s with UNTRAINED (random) weights from %s.\n"
+                "Its predictions are meaningless. Run `paca demo ensure` (or `make run`) to build the trained "
+                "artifacts.\n%s", BANNER, config.name, config.artifact, config.fallback_arch, stand_in, BANNER,
+            )
+            return config.model_copy(update={"artifact": stand_in})
+    raise FileNotFoundError(f"model {config.name!r}: artifact {config.artifact} does not exist; run "
+                            "`paca demo ensure` for the demo models, or `paca export` for your own")
 
 
 class ServedModel:
@@ -53,7 +51,7 @@ class ServedModel:
         self.name = config.name
         self.stats = ModelStats(config.name, config.version)
         self.backends: list[Backend] = []
-        self.info: ModelInfo | None = None
+        self.info: ArtifactMetadata | None = None
         self.batcher: DynamicBatcher | None = None
         self.ready = False
         self.error: str | None = None
@@ -62,15 +60,19 @@ class ServedModel:
     # ------------------------------------------------------------------------------------------ lifecycle
     def load(self) -> None:
         """Blocking: open one backend per instance and read the model's self-description."""
-        config = ensure_artifact(self.config)
+        config = resolve_artifact(self.config)
         self.config = config
         self.backends = [create_backend(config, i) for i in range(config.instances)]
         first = self.backends[0]
-        self.info = ModelInfo.from_metadata(
-            first.metadata(), [o.name for o in first.outputs()], task_override=config.task
+        self.info = ArtifactMetadata.from_props(
+            first.metadata(), lenient=first.partial_metadata or config.task is not None, task=config.task,
+            available_outputs=[o.name for o in first.outputs()],
         )
         if "pixel_values" not in {i.name for i in first.inputs()}:
             raise ValueError(f"model {self.name!r}: the artifact has no 'pixel_values' input")
+        if self.info.random_weights:
+            log.warning("%s\nmodel %r (arch %s) has RANDOM weights: its answers are meaningless.\n%s",
+                        BANNER, self.name, self.info.arch, BANNER)
         log.info("model %s loaded: task=%s arch=%s backend=%s instances=%d", self.name, self.info.task,
                  self.info.arch, config.backend, config.instances)
 
@@ -109,19 +111,10 @@ class ServedModel:
         return list(range(1, self.max_batch_size + 1))
 
     def _warmup_samples(self) -> list[np.ndarray]:
-        from service.pipeline import prepare_decoded
-
         assert self.info is not None
         sizes = [self.info.preprocess.fixed_input_size] if self.info.preprocess.fixed_input_size else []
         sizes = sizes or list(self.config.warmup.image_sizes)
-        samples = []
-        for height, width in sizes:
-            # A smooth gradient, not zeros: detectors should see something box-like to post-process.
-            y, x = np.mgrid[0:height, 0:width]
-            pixels = np.stack([(x * 255 // max(width - 1, 1)), (y * 255 // max(height - 1, 1)),
-                               ((x + y) * 127 // max(width + height - 2, 1))], axis=-1).astype(np.uint8)
-            samples.append(prepare_decoded(Image.fromarray(pixels), self.info).pixel_values)
-        return samples
+        return [prepare_decoded(synthetic_image(height, width), self.info).pixel_values for height, width in sizes]
 
     async def drain(self, timeout_s: float) -> None:
         self.ready = False
@@ -141,8 +134,8 @@ class ServedModel:
 
     @property
     def batchable(self) -> bool:
-        """Detection exports run one image per call (contract 1); the others batch."""
-        return self.info is not None and self.info.task != "detection"
+        """Whether images share a backend run (the task's fact; detection runs one image per pass)."""
+        return self.info is not None and self.info.task_spec.batchable
 
     @property
     def max_batch_size(self) -> int:
@@ -151,6 +144,10 @@ class ServedModel:
     @property
     def backend_name(self) -> str:
         return self.config.backend
+
+    @property
+    def instance_kind(self) -> str:
+        return "KIND_GPU" if self.backends and self.backends[0].on_gpu else "KIND_CPU"
 
     @property
     def platform(self) -> str:
@@ -173,13 +170,13 @@ class ServedModel:
             "version": self.config.version,
             "ready": self.ready,
             "arch": info.arch if info else None,
-            "labels": info.label_set if info else None,
+            "labels": info.labels if info else None,
             "num_labels": len(info.label_names) if info else None,
             "max_batch_size": self.max_batch_size,
             "instances": self.config.instances,
             "input_size": list(info.preprocess.fixed_input_size or []) or None if info else None,
             "preprocess": info.preprocess.resize_mode if info else None,
-            "explain_stages": [int(n.removeprefix("clusters_stage")) for n in info.cluster_outputs] if info else [],
+            "explain_stages": [cluster_stage(n) for n in info.cluster_outputs] if info else [],
         }
 
     # ------------------------------------------------------------------------------------------- infer
@@ -206,8 +203,8 @@ class ModelManager:
         if ready and not model.ready:
             raise NotReady(f"model {name!r} is not ready (loading or warming up)")
         if task is not None and model.info is not None and model.task != task:
-            endpoint = {"classification": "classify", "detection": "detect", "segmentation": "segment"}[model.task]
-            raise BadRequest(f"model {name!r} is a {model.task} model; use /v1/models/{name}/{endpoint}")
+            verb = model.info.task_spec.verb
+            raise BadRequest(f"model {name!r} is a {model.task} model; use /v1/models/{name}/{verb}")
         return model
 
     async def start(self) -> None:

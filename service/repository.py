@@ -22,7 +22,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Task = Literal["classification", "detection", "segmentation"]
+from models.tasks import Task
+
 BackendName = Literal["onnxruntime", "tensorrt", "torch", "triton"]
 
 
@@ -68,7 +69,8 @@ class ModelConfig(BaseModel):
     arch: str | None = Field(None, description="torch backend: registered arch name")
     checkpoint: Path | None = Field(None, description="torch backend: weights")
     fallback_arch: str | None = Field(
-        None, description="if the artifact is missing, export this arch with UNTRAINED weights (loud warning)"
+        None, description="if the artifact is missing, serve <artifacts>/fallback/<arch>.onnx, an UNTRAINED export "
+        "made beforehand (`paca export --arch A --output ...`), with a loud warning"
     )
 
     @model_validator(mode="after")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -52,6 +51,10 @@ class Backend(abc.ABC):
     #: name reported as the Triton "backend"/"platform"
     name: str = "abstract"
     platform: str = "abstract"
+    #: True when the source may describe the model only partly (a remote model): parsed leniently
+    partial_metadata: bool = False
+    #: whether this instance runs on a GPU (Triton's KIND_GPU instance group)
+    on_gpu: bool = False
 
     # Filled in by each backend's constructor.
     _inputs: Sequence[TensorSpec]
@@ -67,7 +70,7 @@ class Backend(abc.ABC):
         return self._outputs
 
     def metadata(self) -> Mapping[str, str]:
-        """The artifact's metadata_props (cross-team contract 1: paca.task, paca.preprocess, …)."""
+        """The artifact's `paca.*` self-description (see `export.metadata`)."""
         return self._metadata
 
     @abc.abstractmethod
@@ -76,11 +79,3 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the session."""
-
-
-def onnx_metadata(path: str | Path) -> dict[str, str]:
-    """metadata_props of an ONNX file (contract 1), read without loading its weights."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}

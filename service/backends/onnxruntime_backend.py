@@ -69,6 +69,7 @@ class OnnxRuntimeBackend(Backend):
         ]
         self._metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.providers = self.session.get_providers()
+        self.on_gpu = any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in self.providers)
 
     def infer(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]) -> dict[str, np.ndarray]:
         names = list(output_names)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.backends.base import Backend, TensorSpec, onnx_metadata
+from export.metadata import ArtifactMetadata, onnx_props
+from service.backends.base import Backend, TensorSpec
 from service.repository import ModelConfig
 
 _NUMPY_TO_V2 = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16", np.dtype(np.int64): "INT64",
@@ -36,23 +37,10 @@ def source_onnx(engine_path: Path, options: Mapping[str, object], onnx_file_in_m
     return None
 
 
-def metadata_from_arch(arch: str, output_names: Sequence[str]) -> dict[str, str]:
-    """Contract-1 metadata rebuilt from the registry when the source ONNX is not at hand (the manifest
-    names the arch)."""
-    import json
-
-    from models import get_arch
-    from models.labels import load_labels
-
-    spec = get_arch(arch)
-    return {"paca.arch": arch, "paca.task": spec.task, "paca.preprocess": spec.preprocess.to_json(),
-            "paca.labels": spec.labels, "paca.label_names": json.dumps(load_labels(spec.labels)),
-            "paca.outputs": json.dumps(list(output_names))}
-
-
 class TensorRTBackend(Backend):
     name = "tensorrt"
     platform = "tensorrt_plan"
+    on_gpu = True
 
     def __init__(self, config: ModelConfig, instance_index: int = 0) -> None:
         import tensorrt as trt
@@ -81,9 +69,10 @@ class TensorRTBackend(Backend):
             is_input = self.engine.get_tensor_mode(tensor) == trt.TensorIOMode.INPUT
             (self._inputs if is_input else self._outputs).append(spec)
         if onnx_path is not None:
-            self._metadata = onnx_metadata(onnx_path)
+            self._metadata = onnx_props(onnx_path)
         elif manifest.arch:
-            self._metadata = metadata_from_arch(manifest.arch, [o.name for o in self._outputs])
+            outputs = tuple(o.name for o in self._outputs)
+            self._metadata = ArtifactMetadata.for_arch(manifest.arch, outputs).to_props()
         else:
             raise ValueError(f"model {config.name!r}: neither the source ONNX nor the manifest's arch is known; "
                              "set options.onnx")

@@ -15,7 +15,9 @@ from collections.abc import Mapping, Sequence
 import httpx
 import numpy as np
 
-from service.backends.base import V2_DATATYPES, Backend, TensorSpec, onnx_metadata
+from export.metadata import onnx_props
+from export.triton_config import metadata_from_parameters
+from service.backends.base import V2_DATATYPES, Backend, TensorSpec
 from service.repository import ModelConfig
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -28,6 +30,7 @@ class RemoteInferenceError(RuntimeError):
 class RemoteTritonBackend(Backend):
     name = "triton"
     platform = "remote_kserve_v2"
+    partial_metadata = True
 
     def __init__(self, config: ModelConfig, instance_index: int = 0) -> None:
         options = config.options
@@ -43,13 +46,12 @@ class RemoteTritonBackend(Backend):
                         for t in metadata["inputs"]]
         self._outputs = [TensorSpec(t["name"], t["datatype"], tuple(int(d) for d in t["shape"]))
                          for t in metadata["outputs"]]
-        self._metadata = {key: value.get("string_value", "") for key, value in
-                          (remote_config.get("parameters") or {}).items() if key.startswith("paca.")}
+        self._metadata = metadata_from_parameters(remote_config.get("parameters") or {})
         if "paca.preprocess" not in self._metadata:
             if config.artifact is None:
                 raise ValueError(f"model {config.name!r}: the remote config has no paca.* parameters; give the "
                                  "local ONNX 'artifact' so the service knows the task, preprocessing and labels")
-            self._metadata = onnx_metadata(str(config.artifact))
+            self._metadata = onnx_props(config.artifact)
 
     def _get(self, path: str) -> dict:
         response = self.client.get(path)

@@ -78,13 +78,13 @@ def test_bad_and_oversized_images_raise_client_errors() -> None:
         decode_image(_encode(_picture(), "PNG"), max_pixels=1000)
 
 
-def test_default_repository_serves_the_three_demo_models_with_fallbacks() -> None:
+def test_default_repository_serves_the_three_demo_models() -> None:
     repository = load_repository(DEFAULT_REPOSITORY)
     models = {m.name: m for m in repository.models}
     assert set(models) == {"demo-digits-classifier", "demo-digits-detector", "demo-digits-segmenter"}
     for name, model in models.items():
         assert model.artifact == REPO_ROOT / "artifacts" / "demo" / f"{name}.onnx"
-        assert model.backend == "onnxruntime" and model.fallback_arch
+        assert model.backend == "onnxruntime" and model.fallback_arch is None  # the server never exports
     assert models["demo-digits-detector"].max_batch_size == 1
 
 
@@ -135,10 +135,8 @@ def test_triton_metrics_text_has_exact_names_and_labels() -> None:
 
 
 def test_tensorrt_backend_finds_the_model_description_without_tensorrt(tmp_path) -> None:
-    """The pure-Python parts of the TensorRT backend: where the source ONNX is, or the registry fallback."""
-    import json
-
-    from service.backends.tensorrt_backend import metadata_from_arch, source_onnx
+    """The pure-Python part of the TensorRT backend: where the source ONNX of an engine is."""
+    from service.backends.tensorrt_backend import source_onnx
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -150,6 +148,3 @@ def test_tensorrt_backend_finds_the_model_description_without_tensorrt(tmp_path)
     assert source_onnx(links / "served.plan", {}, "model.onnx") == cache / "model.onnx"
     assert source_onnx(links / "served.plan", {"onnx": "/x/y.onnx"}, "model.onnx").as_posix() == "/x/y.onnx"
     assert source_onnx(links / "served.plan", {}, "other.onnx") is None
-    metadata = metadata_from_arch("demo_digits_cls", ["logits", "clusters_stage1"])
-    assert metadata["paca.task"] == "classification" and json.loads(metadata["paca.label_names"])[3] == "3"
-    assert json.loads(metadata["paca.outputs"]) == ["logits", "clusters_stage1"]

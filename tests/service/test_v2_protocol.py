@@ -48,13 +48,16 @@ def test_model_metadata_and_config_follow_triton_conventions(client: httpx.Clien
     config = client.get(f"/v2/models/{CLASSIFIER}/config").json()
     assert config["max_batch_size"] == 8
     assert config["input"][0]["dims"] == [3, 32, 32] and config["input"][0]["data_type"] == "TYPE_FP32"
-    assert config["output"][0]["dims"] == [10] and config["output"][0]["label_filename"] == "digits10.txt"
+    assert config["output"][0]["dims"] == [10] and config["output"][0]["label_filename"] == "labels.txt"
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 20000
     assert config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 64
     # Detection runs one image per execution: max_batch_size 0 and dims with the batch dim.
     det_config = client.get(f"/v2/models/{DETECTOR}/config").json()
     assert det_config["max_batch_size"] == 0 and "dynamic_batching" not in det_config
     assert det_config["input"][0]["dims"] == [1, 3, -1, -1]
+    # The artifact's self-description travels as parameters (a remote PaCa backend reads it back).
+    assert config["parameters"]["paca.arch"] == {"string_value": "demo_digits_cls"}
+    assert config["parameters"]["paca.labels"] == {"string_value": "digits10"}
     seg_config = client.get(f"/v2/models/{SEGMENTER}/config").json()
     assert seg_config["instance_group"][0]["count"] == 2 and seg_config["parameters"]["paca.task"] == {
         "string_value": "segmentation"}

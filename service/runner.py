@@ -1,0 +1,74 @@
+"""The request line every image request travels, whatever the protocol:
+
+    receive → decode + preprocess → batcher → backend → postprocess → encode
+
+`/v1` task endpoints run all of it (`run_task`); KServe v2 requests with encoded images (BYTES tensors)
+share the decode + preprocess and batcher steps (`prepare_images`, `infer_images`). Decoding,
+preprocessing, postprocessing and encoding are CPU work and run in the worker pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+import numpy as np
+from fastapi import Request
+from fastapi.responses import Response
+
+from service.api.images import read_images
+from service.model_runtime import ModelManager, ServedModel
+from service.prepare import PreparedImage, prepare_image
+from service.settings import ServerSettings
+from service.tasks import Encoded, TaskHandler, TaskParams, TaskRequest
+
+T = TypeVar("T")
+
+
+async def in_pool(pool: Executor, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args, **kwargs))
+
+
+async def prepare_images(pool: Executor, model: ServedModel, images: Sequence[bytes], *, max_pixels: int,
+                         names: Sequence[str] | None = None) -> list[PreparedImage]:
+    """Decode and preprocess each image for `model` (in parallel in the pool); 4xx errors name the image."""
+    if names is None:
+        names = [f"image {i + 1}" for i in range(len(images))] if len(images) > 1 else ["image"]
+    return list(await asyncio.gather(*(
+        in_pool(pool, prepare_image, data, model.info, max_pixels=max_pixels, what=name)
+        for data, name in zip(images, names, strict=True)
+    )))
+
+
+async def infer_images(model: ServedModel, prepared: Sequence[PreparedImage], outputs: Sequence[str],
+                       timeout_ms: float | None) -> list[dict[str, np.ndarray]]:
+    """One batcher request per image, so each batches with everyone else's (outputs with batch dim 1)."""
+    timeout_s = timeout_ms / 1000.0 if timeout_ms is not None else None
+    return list(await asyncio.gather(*(
+        model.infer({"pixel_values": image.pixel_values}, outputs, timeout_s=timeout_s) for image in prepared
+    )))
+
+
+def finish(handler: TaskHandler, model: ServedModel, outputs: Sequence[dict[str, np.ndarray]],
+           prepared: Sequence[PreparedImage], request: TaskRequest) -> Encoded:
+    """Postprocess every image and encode the answer (one pool job)."""
+    results = [handler.postprocess(o, p, model.info, request) for o, p in zip(outputs, prepared, strict=True)]
+    return handler.respond(model.name, results, request)
+
+
+async def run_task(request: Request, name: str, handler: TaskHandler, params: TaskParams) -> Response:
+    """The whole line for one `/v1/models/{name}/{verb}` request."""
+    manager: ModelManager = request.app.state.manager
+    settings: ServerSettings = request.app.state.settings
+    pool: Executor = request.app.state.pool
+    model = manager.get(name, task=handler.task)
+    task_request = TaskRequest(params, accept=request.headers.get("accept", ""))
+    images = await read_images(request, settings)
+    handler.check(name, model.info, task_request, len(images))
+    prepared = await prepare_images(pool, model, images, max_pixels=settings.max_image_pixels)
+    outputs = await infer_images(model, prepared, handler.outputs(model.info, task_request), params.timeout_ms)
+    encoded = await in_pool(pool, finish, handler, model, outputs, prepared, task_request)
+    return Response(encoded.body, media_type=encoded.media_type)

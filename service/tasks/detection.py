@@ -1,0 +1,48 @@
+"""detect: boxes, labels and scores above a threshold, with instance masks as COCO RLE, in original pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from pydantic import Field
+
+from export.metadata import ArtifactMetadata
+from models.postprocess import paste_masks, rescale_boxes
+from service.api.schemas import Detection, DetectionResult, DetectResponse
+from service.prepare import PreparedImage
+from service.tasks.base import TaskHandler, TaskParams, TaskRequest
+from service.tasks.rle import encode_rle
+
+
+class DetectParams(TaskParams):
+    score_threshold: float = Field(0.3, ge=0.0, le=1.0, description="drop detections scoring below this")
+    masks: bool = Field(True, description="include instance masks as COCO RLE")
+
+
+class DetectionHandler(TaskHandler[DetectParams, DetectionResult]):
+    verb = "detect"
+    task = "detection"
+    response_model = DetectResponse
+
+    def outputs(self, info: ArtifactMetadata, request: TaskRequest[DetectParams]) -> Sequence[str]:
+        return [name for name in info.main_outputs if request.params.masks or name != "mask_probs"]
+
+    def postprocess(self, outputs: Mapping[str, np.ndarray], image: PreparedImage, info: ArtifactMetadata,
+                    request: TaskRequest[DetectParams]) -> DetectionResult:
+        meta = image.meta
+        scores = np.asarray(outputs["scores"], dtype=np.float32).reshape(-1)
+        keep = np.flatnonzero(scores >= request.params.score_threshold)
+        keep = keep[np.argsort(-scores[keep], kind="stable")]
+        boxes = rescale_boxes(np.asarray(outputs["boxes"], dtype=np.float32).reshape(-1, 4)[keep], meta.scale_yx)
+        height, width = meta.original_hw
+        boxes = np.clip(boxes, 0, [width, height, width, height])
+        labels = np.asarray(outputs["labels"]).reshape(-1)[keep].astype(np.int64)
+        masks = [None] * len(keep)
+        if request.params.masks and len(keep):
+            masks = encode_rle(paste_masks(np.asarray(outputs["mask_probs"])[keep], boxes, meta.original_hw))
+        return DetectionResult(detections=[
+            Detection(box=[round(float(v), 2) for v in box], index=int(label), label=info.label(int(label)),
+                      score=float(score), mask=mask)
+            for box, label, score, mask in zip(boxes, labels, scores[keep], masks, strict=True)
+        ])

@@ -1,0 +1,1 @@
+"""KServe v2 / Open Inference Protocol, transport-free: wire codec, inference, model metadata and config."""
