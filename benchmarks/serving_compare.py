@@ -22,14 +22,13 @@ import asyncio
 import importlib.util
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +38,10 @@ import onnxruntime as ort
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.server import free_port, running_process  # noqa: E402
+
 CACHE = REPO_ROOT / "artifacts" / "bench"
 
 
@@ -56,12 +59,6 @@ class Measurement:
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ensure_onnx(arch: str | None, onnx: Path | None) -> Path:
@@ -159,35 +156,6 @@ def peer_sender(url: str, tensor: np.ndarray):
         response.raise_for_status()
 
     return send
-
-
-@contextmanager
-def process_until_ready(
-    command: list[str], ready_url: str, log_path: Path, timeout_s: float = 180, env_extra: dict[str, str] | None = None
-) -> Iterator[None]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command[:3]} exited:\n{log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(ready_url, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"not ready after {timeout_s} s:\n{log_path.read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def serve_command(
@@ -359,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         command = serve_command(onnx, "bench", port, args.threads, args.max_batch, args.delay_ms, workdir)
-        stack.enter_context(process_until_ready(command, f"{url}/v2/health/ready", workdir / "paca.log"))
+        stack.enter_context(running_process(command, f"{url}/v2/health/ready", workdir / "paca.log"))
         systems.append(
             http_system(
                 f"paca-serve v2 (batch<={args.max_batch})", v2_sender(url, "bench", input_name, output_name, tensor)
@@ -376,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             str(port),
             str(args.threads),
         ]
-        stack.enter_context(process_until_ready(command, f"{url}/health", workdir / "peer.log"))
+        stack.enter_context(running_process(command, f"{url}/health", workdir / "peer.log"))
         systems.append(http_system("naive FastAPI + ORT", peer_sender(url, tensor)))
 
         if args.pytriton.exists():
@@ -384,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             url = f"http://127.0.0.1:{port}"
             command, env = pytriton_command(args, onnx, port, workdir)
             stack.enter_context(
-                process_until_ready(command, f"{url}/v2/models/bench/ready", workdir / "pytriton.log", env_extra=env)
+                running_process(command, f"{url}/v2/models/bench/ready", workdir / "pytriton.log", env=env)
             )
             systems.append(
                 http_system(

@@ -8,9 +8,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import time
 
 import httpx
 import numpy as np
@@ -19,7 +17,7 @@ import pytest
 from tests.support import images
 from tests.support.fixture_models import CLASSIFIER, DETECTOR, SEGMENTER
 from tests.support.paths import REPO_ROOT
-from tests.support.server import free_port, start_server, stop_server
+from tests.support.server import free_port, running_process, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -145,34 +143,12 @@ def real_triton(artifacts_dir, tmp_path_factory):
                             capture_output=True, text=True, check=True).stdout.strip()
     home = tmp_path_factory.mktemp("pytriton")
     port = free_port()
-    log_path = home / "triton.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [str(PYTRITON_PYTHON), str(REPO_ROOT / "benchmarks" / "serving_peer_pytriton.py"),
-             str(artifacts_dir / "classifier.onnx"), str(port), "1", "8", "2000"],
-            stdout=log_file, stderr=subprocess.STDOUT,
-            env={**os.environ, "LD_LIBRARY_PATH": libdir, "PYTRITON_HOME": str(home), "PYTHONPATH": ""},
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"PyTriton exited: {log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx.get(f"{url}/v2/models/bench/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
-            time.sleep(0.5)
+    command = [str(PYTRITON_PYTHON), str(REPO_ROOT / "benchmarks" / "serving_peer_pytriton.py"),
+               str(artifacts_dir / "classifier.onnx"), str(port), "1", "8", "2000"]
+    env = {"LD_LIBRARY_PATH": libdir, "PYTRITON_HOME": str(home), "PYTHONPATH": ""}
+    with running_process(command, f"{url}/v2/models/bench/ready", home / "triton.log", env=env, timeout_s=120):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def test_remote_backend_against_a_real_triton_server(server, real_triton, artifacts_dir, tmp_path) -> None:

@@ -71,29 +71,57 @@ def start_server(tmp: Path, repository: dict | Path, *, grpc: bool = False, env:
 
 
 def wait_until_ready(server: ServerProcess, timeout_s: float = READY_TIMEOUT_S) -> None:
+    try:
+        wait_for_url(server.process, f"{server.url}/v2/health/ready", server.log_path, timeout_s)
+    except RuntimeError:
+        stop_server(server)
+        raise
+
+
+def wait_for_url(process: subprocess.Popen, ready_url: str, log_path: Path, timeout_s: float) -> None:
+    """Poll `ready_url` until it answers 200; fail with the log's tail if the process exits or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()[-5000:]}")
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-5000:]
+            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}:\n{tail}")
         try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=2).status_code == 200:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    stop_server(server)
-    raise RuntimeError(f"server not ready after {timeout_s} s:\n{server.log()[-5000:]}")
+    raise RuntimeError(f"not ready after {timeout_s} s:\n{log_path.read_text(errors='replace')[-5000:]}")
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 30.0) -> int:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def stop_server(server: ServerProcess, timeout_s: float = 30.0) -> int:
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-    return server.process.returncode
+    return stop_process(server.process, timeout_s)
+
+
+@contextmanager
+def running_process(command: list[str], ready_url: str, log_path: Path, *, env: dict[str, str] | None = None,
+                    timeout_s: float = 180.0) -> Iterator[subprocess.Popen]:
+    """Any HTTP server process (a peer such as PyTriton or a plain FastAPI app), up until `ready_url` is 200."""
+    process_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=process_env, stdout=log_file,
+                                   stderr=subprocess.STDOUT)
+    try:
+        wait_for_url(process, ready_url, log_path, timeout_s)
+        yield process
+    finally:
+        stop_process(process)
 
 
 @contextmanager
