@@ -38,6 +38,7 @@ from export.tensorrt.precision import fp16_graph, plan_precision
 from export.tensorrt.profiles import ShapeProfile, default_profile, parse_hw
 from export.tensorrt.runtime import load_engine
 from export.tensorrt.trtexec import trtexec_command
+from export.tensorrt.versions import UnsupportedTensorRTError, parse_version, require_supported
 from models.preprocess_spec import ADE20K_SEGMENTATION, COCO_DETECTION, IMAGENET_CLASSIFICATION
 
 H100 = MachineInfo("10.13.3.9", "NVIDIA H100 80GB HBM3", "9.0")
@@ -163,38 +164,66 @@ def test_plugin_tactics_and_grid():
     assert plugin_logic.triton_dtype("DataType.HALF") == "fp16"
     with pytest.raises(ValueError, match="supports"):
         plugin_logic.triton_dtype("DataType.INT8")
-    with pytest.raises(ValueError, match="static channel"):
-        plugin_logic.static_channels(SimpleNamespace(is_constant=False, constant_value=None))
-    assert plugin_logic.static_channels(SimpleNamespace(is_constant=True, constant_value=96)) == 96
-    assert all(plugin_logic.shared_memory_ok(48, t) for t in plugin_logic.tactic_ids())
 
 
+def test_tactics_advertised_per_tensorrt_version():
+    """Finding 10: several AOT tactics only from 11.1; before, TensorRT's default tactic (none advertised)."""
+    assert plugin_logic.advertised_tactics([1, 2], (11, 4)) == [1, 2]
+    assert plugin_logic.advertised_tactics([1, 2], (11, 1)) == [1, 2]
+    assert plugin_logic.advertised_tactics([1, 2], (11, 0)) is None
+    assert plugin_logic.advertised_tactics([1, 2, 3], (10, 9)) is None
+    with pytest.raises(ValueError, match="default PaCaAttention tactic"):
+        plugin_logic.advertised_tactics([1], (10, 13))
+    with pytest.raises(ValueError, match="no PaCaAttention tactic fits"):
+        plugin_logic.advertised_tactics([], (11, 4))
+    assert plugin_logic.fitting_tactics({1: 16384, 2: 49152, 3: 65536, 4: 98304}.get) == [1, 2]
+
+
+def test_tensorrt_version_gate():
+    assert require_supported("10.9.0.34") == (10, 9)
+    assert require_supported("11.4.0.106") == (11, 4)
+    with pytest.raises(UnsupportedTensorRTError, match=r"TensorRT 10\.8\.0\.43 is too old.*>= 10\.9"):
+        require_supported("10.8.0.43")
+    with pytest.raises(ValueError, match="cannot read a TensorRT version"):
+        parse_version("ten")
+
+
+def test_entry_names_are_unique_and_renaming_keeps_the_ptx_whole():
+    """Finding 7: every specialisation gets its own entry name (dtype, heads, head dim, tactic, PTX hash)."""
+    ptx = (".visible .entry k(\n\t.param .u64 k_param_0,\n\t.param .u32 k_param_1\n)\n"
+           "{ ld.param.u64 %rd1, [k_param_0]; }")
+    name = plugin_logic.entry_name("fp16", 4, 48, 2, ptx)
+    assert re.fullmatch(r"paca_attn_fp16_h4_d48_t2_[0-9a-f]{12}", name)
+    assert name != plugin_logic.entry_name("fp16", 4, 48, 2, ptx.replace("u32", "u64"))
+    renamed = plugin_logic.rename_entry(ptx, "k", name)
+    assert f".entry {name}(" in renamed and f"[{name}_param_0]" in renamed and "k_param" not in renamed
+    with pytest.raises(ValueError, match=r"no \.entry"):
+        plugin_logic.rename_entry(ptx, "other", name)
+
+
+@pytest.mark.slow
 def test_aot_kernel_compiles_to_ptx_for_sm90(tmp_path):
-    """The exact triton.compile call of the plugin's aot_impl, for Hopper, on this CPU-only machine; the
-    trimmed PTX (inputs, N, M, output — the QDP launch order) must still assemble with ptxas."""
+    """The plugin's compile (`aot_kernel.compile_attention`) for Hopper on this CPU-only machine: scratch
+    parameters trimmed (q, k, v, N, M, out — the QDP launch order), unique entry, 16-byte alignment hints
+    (vectorised global loads), and the PTX still assembles with ptxas."""
     import os
     import subprocess
 
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
-    from models.kernels.attention_triton import paca_attention_kernel
+    from export.tensorrt.aot_kernel import compile_attention
 
-    constants = plugin_logic.kernel_constexprs(num_heads=5, channels=200, scale=40 ** -0.5, tactic=1, element="fp32")
-    signature = plugin_logic.kernel_signature("fp32", list(constants))
-    assert list(signature) == paca_attention_kernel.arg_names
+    kernel = compile_attention("fp32", num_heads=5, channels=200, scale=40 ** -0.5, tactic=1, capability=90)
     config = plugin_logic.config_for_tactic(1)
-    compiled = triton.compile(ASTSource(fn=paca_attention_kernel, signature=signature, constexprs=constants),
-                              target=GPUTarget("cuda", 90, 32),
-                              options={"num_warps": config.num_warps, "num_stages": config.num_stages})
-    assert compiled.metadata.name == "paca_attention_kernel" and compiled.metadata.num_warps == config.num_warps
-    assert not getattr(compiled.metadata, "global_scratch_size", 0)
-    ptx = plugin_logic.strip_unused_params(compiled.asm["ptx"], compiled.metadata.name, plugin_logic.KERNEL_PARAMS)
-    entry = re.search(r"\.entry paca_attention_kernel\(([^)]*)\)", ptx).group(1)
-    assert entry.count(".param") == plugin_logic.KERNEL_PARAMS and ".target sm_90" in ptx
+    assert kernel.num_warps == config.num_warps and kernel.block_x == 32 * config.num_warps
+    assert kernel.name.startswith("paca_attn_fp32_h5_d40_t1_") and kernel.target == 90
+    assert kernel.shared_bytes <= plugin_logic.SHARED_MEMORY_LIMIT
+    entry = re.search(rf"\.entry {kernel.name}\(([^)]*)\)", kernel.ptx).group(1)
+    assert entry.count(".param") == plugin_logic.KERNEL_PARAMS and ".target sm_90" in kernel.ptx
+    assert re.search(r"ld\.global[^\n]*\.v4", kernel.ptx)  # finding 14: aligned, vectorised loads
+    assert compile_attention("fp32", 5, 200, 40 ** -0.5, 0, 90).name.startswith("paca_attn_fp32_h5_d40_t2_")
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    (tmp_path / "k.ptx").write_text(ptx)
+    (tmp_path / "k.ptx").write_text(kernel.ptx)
     result = subprocess.run([ptxas, "-arch=sm_90a", str(tmp_path / "k.ptx"), "-o", str(tmp_path / "k.cubin")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
