@@ -16,7 +16,11 @@ MULTI_TACTIC_AOT: Version = (11, 1)  # first release documenting several AOT tac
 STRONG_TYPING_ONLY: Version = (11, 0)  # no weak-typing builder flags at all
 
 
-class UnsupportedTensorRTError(RuntimeError):
+class TensorRTUnavailableError(RuntimeError):
+    """TensorRT (or what the plugin needs beside it) is missing here."""
+
+
+class UnsupportedTensorRTError(TensorRTUnavailableError):
     """The installed TensorRT cannot build engines with the PaCaAttention AOT plugin."""
 
 
