@@ -75,7 +75,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PACA_EXIT_TIMEOUT_S=30 \
     PACA_LOG_JSON=true \
     PACA_ENGINE_CACHE=/var/cache/paca/engines \
-    PACA_ENGINE_DIR=/run/paca/engines
+    PACA_ENGINE_DIR=/run/paca/engines \
+    PACA_REPOSITORY=/etc/paca/repository.yaml \
+    PACA_CACHE=/var/cache/paca/engines/build-cache \
+    TRITON_CACHE_DIR=/var/cache/paca/engines/triton
+# The service user's home (/app) is read-only in the pod: the TensorRT timing cache (PACA_CACHE) and the
+# Triton compile cache of the plugin kernel live on the engine volume, like the engines.
 # The base image's Python 3.12 already has the TensorRT bindings; onnxruntime-gpu adds the CUDA and
 # TensorRT execution providers for the ONNX artifacts; torch (CUDA 13 build) holds the TensorRT backend's
 # buffers and brings the OpenAI Triton that compiles the PaCaAttention plugin kernel.

@@ -94,8 +94,8 @@ def build_engine_command(
                                               dir_okay=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Engine (.plan) to write; the manifest goes "
                                          "beside it as <output>.json.")],
-    precision: Annotated[str, typer.Option(help="fp32 or fp16 (TensorRT 10: builder flags; TensorRT 11: "
-                                           "fp16 graph casts, softmax/norms kept in fp32).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32 or fp16 (strongly typed: fp16 graph casts with "
+                                           "softmaxes/norms/reductions kept fp32; TF32 off).")] = "fp32",
     min_batch: Annotated[int, typer.Option(help="Smallest batch the engine accepts.", min=1)] = 1,
     opt_batch: Annotated[int, typer.Option(help="Batch TensorRT tunes for (match the batcher's usual "
                                            "batch).", min=1)] = 8,
@@ -112,19 +112,21 @@ def build_engine_command(
                                                     max=5)] = 3,
     print_trtexec: Annotated[bool, typer.Option(help="Only print the equivalent trtexec command (works "
                                                 "without TensorRT) and exit.")] = False,
+    trt_major: Annotated[int | None, typer.Option(help="TensorRT major version the --print-trtexec flags are "
+                                                  "for (default: the installed one, else 11).", min=10)] = None,
 ) -> None:
     """Build a TensorRT engine from an exported PaCa ONNX file, with the PaCaAttention QDP plugin.
 
     The optimisation profile defaults to what the service sends for the artifact's preprocessing
     (fixed size for classification; any orientation up to the long side for dense tasks; batch 1 for
-    detection). Needs TensorRT >= 10.6 and a CUDA GPU; the engine only runs on the same TensorRT version
+    detection). Needs TensorRT >= 10.9 and a CUDA GPU; the engine only runs on the same TensorRT version
     and GPU compute capability, which the JSON manifest written beside it records and `load_engine` checks.
     """
     import onnx
 
     from export.metadata import read_metadata
     from export.tensorrt.profiles import ShapeProfile, default_profile
-    from export.tensorrt.trtexec import trtexec_command
+    from export.tensorrt.trtexec import LATEST_MAJOR, installed_major, trtexec_script
 
     if precision not in ("fp32", "fp16"):
         raise typer.BadParameter(f"unknown precision {precision!r}; use fp32 or fp16", param_hint="--precision")
@@ -148,12 +150,17 @@ def build_engine_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     if print_trtexec:
-        typer.echo(" ".join(trtexec_command(onnx_file, output, profile, precision=precision,
-                                            timing_cache=timing_cache, workspace_mib=workspace_mib)))
+        major = trt_major or installed_major()
+        if major is None:
+            major = LATEST_MAJOR
+            typer.echo(f"# TensorRT is not installed here: flags for TensorRT {major} (--trt-major 10 for 10.x)")
+        for line in trtexec_script(onnx_file, output, profile, precision=precision, trt_major=major,
+                                   timing_cache=timing_cache, workspace_mib=workspace_mib):
+            typer.echo(line)
         return
 
     from export.progress import step_progress
-    from export.tensorrt.builder import TensorRTUnavailableError, build_engine
+    from export.tensorrt.builder import EngineBuildError, TensorRTUnavailableError, build_engine
 
     try:
         with step_progress(f"build-engine {metadata.arch}", BUILD_STEPS) as report:
@@ -163,6 +170,9 @@ def build_engine_command(
     except TensorRTUnavailableError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except EngineBuildError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(f"{output} (TensorRT {manifest.tensorrt_version}, {manifest.gpu_name}, "
                f"compute capability {manifest.compute_capability})")
 

@@ -1,4 +1,5 @@
 """TensorRT engines for PaCa ONNX artifacts: profiles, precision, manifest, builder, QDP plugin.
 
-Everything except `builder`, `runtime` and `plugin` is plain Python and runs without TensorRT.
+Only `builder`, `runtime` and `plugin` need TensorRT; `aot_kernel` needs OpenAI Triton (no GPU); the rest
+is plain Python.
 """

@@ -1,12 +1,13 @@
-"""`build_engine`: ONNX artifact → TensorRT plan + manifest (serving-reference.md §C.6–§C.8).
+"""`build_engine`: ONNX artifact → TensorRT plan + manifest.
 
 The `tensorrt` module is passed in (default: the real one) so this code is exercised against a
-fake in CI; only a run with real TensorRT on a GPU verifies it.
+test double in CI; only a run with real TensorRT on a GPU verifies it.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -21,14 +22,13 @@ from export.tensorrt.manifest import (
     file_sha256,
     write_manifest,
 )
-from export.tensorrt.precision import fp16_graph, plan_precision
+from export.tensorrt.precision import fp16_graph, plan_precision, save_model
 from export.tensorrt.profiles import ShapeProfile
+from export.tensorrt.versions import TensorRTUnavailableError, require_supported
 
 Progress = Callable[[str], None]
 
-
-class TensorRTUnavailableError(RuntimeError):
-    pass
+__all__ = ["EngineBuildError", "TensorRTUnavailableError", "build_engine", "import_tensorrt"]
 
 
 class EngineBuildError(RuntimeError):
@@ -55,13 +55,35 @@ def cuda_machine_info(trt: ModuleType) -> MachineInfo:
     return MachineInfo(trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}")
 
 
-def trt_major(trt: ModuleType) -> int:
-    return int(str(trt.__version__).split(".")[0])
-
-
 def register_plugin() -> None:
     """Import the QDP definitions (registers `paca::PaCaAttention` with TensorRT's plugin registry)."""
-    import export.tensorrt.plugin  # noqa: F401
+    try:
+        import export.tensorrt.plugin  # noqa: F401
+    except ImportError as exc:
+        raise TensorRTUnavailableError(f"the PaCaAttention plugin cannot be registered: {exc} (it needs "
+                                       "tensorrt >= 10.9 and OpenAI Triton, which torch brings)") from exc
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Readers (other replicas on a shared volume) see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def network_flags(trt: ModuleType) -> int:
+    """Strongly typed (TensorRT 10.x: the flag; 11.x: always) and AOT plugin implementations preferred."""
+    flags = 0
+    for name in ("STRONGLY_TYPED", "PREFER_AOT_PYTHON_PLUGINS"):
+        if hasattr(trt.NetworkDefinitionCreationFlag, name):
+            flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    return flags
 
 
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, profile: ShapeProfile, *,
@@ -72,39 +94,41 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
     """Build and write `engine_path` and its manifest; returns the manifest."""
     report = progress or (lambda _msg: None)
     trt = trt or import_tensorrt()
+    require_supported(trt.__version__)
     machine = machine or cuda_machine_info(trt)
-    major = trt_major(trt)
-    plan = plan_precision(precision, major)
+    plan = plan_precision(precision)
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
 
     report("reading the ONNX artifact")
-    model = onnx.load(str(onnx_path))
-    metadata = read_metadata(model)
-    if plan.needs_graph_casts:
-        report("casting the graph to fp16 (TensorRT 11 is strongly typed)")
-        model = fp16_graph(model)
+    metadata = read_metadata(onnx.load(str(onnx_path), load_external_data=False))
+    if metadata.task == "detection":
+        raise EngineBuildError(
+            f"{onnx_path} is a detection artifact: its outputs (boxes, scores, labels, masks) have a "
+            "data-dependent length, which the TensorRT backend does not serve. Serve detection with the "
+            "onnxruntime backend (CUDAExecutionProvider) or torch instead.")
 
     report("registering the PaCaAttention plugin")
     plugin_registrar()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if plan.strongly_typed and major == 10:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    if hasattr(trt.NetworkDefinitionCreationFlag, "PREFER_AOT_PYTHON_PLUGINS"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS)
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
-    report("parsing the ONNX graph")
-    if not parser.parse(model.SerializeToString(), str(onnx_path.parent)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineBuildError(f"TensorRT could not parse {onnx_path}: {errors}")
+    with tempfile.TemporaryDirectory(prefix="paca-trt-") as scratch:
+        parse_path = onnx_path
+        if plan.needs_graph_casts:
+            report("casting the graph to fp16 (softmaxes, norms, reductions stay fp32)")
+            parse_path = save_model(fp16_graph(onnx.load(str(onnx_path))), Path(scratch) / onnx_path.name)
+        report("parsing the ONNX graph")
+        # From the file, so external weights and models past protobuf's 2 GB limit parse too.
+        if not parser.parse_from_file(str(parse_path)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise EngineBuildError(f"TensorRT could not parse {onnx_path}: {errors}")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     config.builder_optimization_level = optimization_level
-    for flag in plan.builder_flags:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
+    for flag in plan.cleared_flags:
+        config.clear_flag(getattr(trt.BuilderFlag, flag))
     optimization_profile = builder.create_optimization_profile()
     optimization_profile.set_shape(profile.input_name, profile.min, profile.opt, profile.max)
     config.add_optimization_profile(optimization_profile)
@@ -119,10 +143,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
         raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path}; see the log above")
 
     report("writing engine, timing cache and manifest")
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    engine_path.write_bytes(bytes(serialized))
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    write_atomically(engine_path, bytes(serialized))
+    write_atomically(cache_path, bytes(config.get_timing_cache().serialize()))
     manifest = EngineManifest(
         tensorrt_version=machine.tensorrt_version, gpu_name=machine.gpu_name,
         compute_capability=machine.compute_capability, precision=precision, profiles=(profile,),

@@ -1,7 +1,7 @@
 """The JSON manifest written beside every engine, and the check that refuses a mismatched engine.
 
 A plan only runs on the TensorRT version that built it and on GPUs of the same compute capability
-(serving-reference.md §C.9); the manifest records both (plus profiles, precision and the source
+(TensorRT's compatibility rules); the manifest records both (plus profiles, precision and the source
 ONNX hash) so a mismatch fails with a message instead of a deserialisation error.
 """
 

@@ -1,35 +1,26 @@
 """`paca::PaCaAttention` as a TensorRT Quickly Deployable Plugin with an ahead-of-time Triton kernel.
 
-Importing this module registers the plugin (needs `tensorrt` ≥ 10.6 and `triton` with a CUDA target).
-The AOT implementation embeds the PTX of `models.kernels.attention_triton.paca_attention_kernel` in the
-engine, so engines run in plain C++ TensorRT (trtexec, Triton Inference Server) without Python.
-All shape/type/tactic logic lives in `plugin_logic` (tested without TensorRT).
+Importing this module registers the plugin (needs `tensorrt` >= 10.9 and `triton`). The AOT implementation
+embeds the PTX of `models.kernels.attention_triton.paca_attention_kernel` in the engine, so engines run in
+plain C++ TensorRT (trtexec, Triton Inference Server) without Python or this module.
+
+No `from __future__ import annotations` here, on purpose: TensorRT's decorators read the annotations with
+`inspect.signature()` and test them with `issubclass`, so they must be real classes, not strings.
+Shape/type/tactic logic lives in `plugin_logic`, the compile in `aot_kernel` (both tested without TensorRT).
 """
 
-from __future__ import annotations
-
+import tensorrt as trt
 import tensorrt.plugin as trtp
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 from export.tensorrt import plugin_logic as logic
-from models.kernels.attention_triton import paca_attention_kernel
+from export.tensorrt.aot_kernel import compile_attention, shared_bytes
+from export.tensorrt.versions import require_supported
 
-_COMPILED: dict[tuple, object] = {}
-
-
-def _compile(element: str, constants: dict, num_warps: int, num_stages: int, capability: int):
-    key = (element, tuple(sorted(constants.items())), num_warps, num_stages, capability)
-    if key not in _COMPILED:
-        source = ASTSource(fn=paca_attention_kernel, signature=logic.kernel_signature(element, list(constants)),
-                           constexprs=constants)
-        _COMPILED[key] = triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                                        options={"num_warps": num_warps, "num_stages": num_stages})
-    return _COMPILED[key]
+TRT_VERSION = require_supported(trt.__version__)
 
 
-def _capability() -> int:
+def target_capability() -> int:
+    """Compute capability of the GPU the engine is built on (and will run on), e.g. 90."""
     import torch
 
     major, minor = torch.cuda.get_device_capability()
@@ -45,29 +36,36 @@ def paca_attention_desc(q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDe
 @trtp.autotune(logic.PLUGIN_ID)
 def paca_attention_autotune(q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDesc, num_heads: int,
                             scale: float, outputs: tuple[trtp.TensorDesc]) -> list[trtp.AutoTuneCombination]:
-    combination = trtp.AutoTuneCombination(logic.TYPE_COMBINATION, "LINEAR")
-    combination.tactics(logic.tactic_ids())
-    return [combination]
+    """The network's own type (networks are strongly typed) with the tactics whose kernel fits 48 KiB of
+    shared memory; before TensorRT 11.1 only TensorRT's default tactic."""
+    element = logic.triton_dtype(str(q.dtype))
+    channels = int(q.shape[2])
+    if channels < 0:
+        raise ValueError("PaCaAttention needs a static channel dimension")
+    fitting = logic.fitting_tactics(shared_bytes(element, num_heads, channels, scale, target_capability()))
+    io_types = ", ".join([logic.AUTOTUNE_TYPES[element]] * 4)  # q, k, v, output share one type
+    return [trtp.AutoTuneCombination(io_types, "LINEAR", logic.advertised_tactics(fitting, TRT_VERSION))]
 
 
 @trtp.aot_impl(logic.PLUGIN_ID)
 def paca_attention_aot(q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDesc, num_heads: int, scale: float,
-                       outputs: tuple[trtp.TensorDesc], tactic: int):
+                       outputs: tuple[trtp.TensorDesc], tactic: int
+                       ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
+    """PTX, launch geometry and the extra scalar arguments N and M (between the inputs and the output)."""
     element = logic.triton_dtype(str(q.dtype))
     channels = logic.static_channels(q.shape_expr[2])
-    constants = logic.kernel_constexprs(num_heads, channels, scale, tactic, element)
-    config = logic.config_for_tactic(tactic)
-    compiled = _compile(element, constants, config.num_warps, config.num_stages, _capability())
-    if getattr(compiled.metadata, "global_scratch_size", 0) or getattr(compiled.metadata, "profile_scratch_size", 0):
-        raise RuntimeError("PaCaAttention kernel needs Triton scratch memory, which the QDP launch cannot pass")
-    ptx = logic.strip_unused_params(compiled.asm["ptx"], compiled.metadata.name, logic.KERNEL_PARAMS)
+    tactic = logic.resolve_tactic(tactic)
+    kernel = compile_attention(element, num_heads, channels, scale, tactic, target_capability())
+    if kernel.shared_bytes > logic.SHARED_MEMORY_LIMIT:
+        raise ValueError(f"PaCaAttention tactic {tactic} needs {kernel.shared_bytes} bytes of shared memory; "
+                         f"an AOT plugin launch allows {logic.SHARED_MEMORY_LIMIT}")
 
     batch, n, m = q.shape_expr[0], q.shape_expr[1], k.shape_expr[1]
     grid_x, grid_y = logic.launch_grid(batch, n, num_heads, tactic)
     launch = trtp.KernelLaunchParams()
-    launch.grid_x, launch.grid_y = grid_x, grid_y
-    launch.block_x = compiled.metadata.num_warps * 32
-    launch.shared_mem = compiled.metadata.shared
-
-    extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(n), trtp.SymInt32(m)])  # between inputs and outputs
-    return compiled.metadata.name.encode(), ptx.encode(), launch, extra
+    launch.grid_x = grid_x
+    launch.grid_y = grid_y
+    launch.block_x = kernel.block_x
+    launch.shared_mem = kernel.shared_bytes
+    extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(n), trtp.SymInt32(m)])
+    return kernel.name.encode(), kernel.ptx.encode(), launch, extra

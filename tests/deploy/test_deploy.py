@@ -10,6 +10,7 @@ period that covers preStop + drain, an HPA metric that the adapter rule really p
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -283,6 +284,25 @@ def test_gpu_engine_cache_volume_is_wired() -> None:
     onnx_dir = init["command"][-1]
     for model in engines:
         assert model["options"]["onnx"] == f"{onnx_dir}/{model['name']}.onnx"
+    # HOME is read-only: the timing cache and Triton's compile cache live on the engine volume (init
+    # container), and the engines are built for the max_batch_size of the repository it reads.
+    for variable in ("PACA_CACHE", "TRITON_CACHE_DIR"):
+        assert env[variable].startswith(mounts["engine-cache"] + "/")
+    init_mounts = {m["name"]: m for m in init["volumeMounts"]}
+    assert init_mounts["repository"]["mountPath"] == str(Path(env["PACA_REPOSITORY"]).parent)
+    assert init_mounts["repository"]["mountPath"] == server_mounts["repository"]["mountPath"]
+    # The server mounts the engine volume read-only; its Triton cache must be on a writable mount.
+    server_env = {e["name"]: e["value"] for e in server_container(resources)["env"]}
+    writable = [m["mountPath"] for m in server_mounts.values() if not m.get("readOnly")]
+    assert any(server_env["TRITON_CACHE_DIR"].startswith(path + "/") for path in writable)
+
+
+def test_gpu_image_keeps_its_caches_on_the_engine_volume() -> None:
+    env_line = " ".join(line for line in dockerfile_stages()["serve-gpu"] if line.startswith("ENV "))
+    env = dict(re.findall(r"(\w+)=(\S+)", env_line))
+    for variable in ("PACA_CACHE", "TRITON_CACHE_DIR"):
+        assert env[variable].startswith(env["PACA_ENGINE_CACHE"] + "/")
+    assert env["PACA_REPOSITORY"] == "/etc/paca/repository.yaml"
 
 
 def test_grace_period_covers_prestop_and_drain(overlay: tuple[str, dict]) -> None:
@@ -452,10 +472,12 @@ def test_engine_build_command_exists_for_the_gpu_image() -> None:
 # --- the engine cache script ----------------------------------------------------------------------------------
 
 
-def _fake_gpu_tools(bin_dir: Path, build_log: Path) -> dict[str, str]:
+def _fake_gpu_tools(bin_dir: Path, build_log: Path, build_seconds: float = 0) -> dict[str, str]:
     """Test doubles for what cannot run here: nvidia-smi (a GPU), tensorrt, and `paca build-engine` (TensorRT).
 
-    They only let the cache logic of ensure-engines.sh run; they verify nothing about TensorRT itself.
+    They only let the cache logic of ensure-engines.sh run; they verify nothing about TensorRT itself. The
+    fake build writes its plan in two steps (`build_seconds` apart), like a slow build, and logs its
+    arguments and the caches it was given.
     """
     bin_dir.mkdir()
     scripts = {
@@ -463,8 +485,10 @@ def _fake_gpu_tools(bin_dir: Path, build_log: Path) -> dict[str, str]:
         "paca": textwrap.dedent(f"""\
             if [ "$1" = version ]; then echo 0.1.0; exit 0; fi
             [ "$1" = build-engine ] || exit 2
-            echo "$2" >> {build_log}
-            echo plan > "$4"
+            echo "$2 $5 $6 $7 $8 $PACA_CACHE $TRITON_CACHE_DIR" >> {build_log}
+            printf 'plan-' > "$4"
+            sleep {build_seconds}
+            printf 'of-%s' "$(basename "$2")" >> "$4"
             printf '{{"gpu": "H100", "onnx_sha256": "%s"}}' "$(sha256sum "$2" | cut -d' ' -f1)" > "$4.json"
             """),
     }
@@ -477,46 +501,91 @@ def _fake_gpu_tools(bin_dir: Path, build_log: Path) -> dict[str, str]:
     return {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "PYTHONPATH": str(bin_dir / "pysite"),
+        "PYTHONPATH": str(bin_dir / "pysite") + os.pathsep + str(Path(yaml.__file__).parents[1]),
         "PYTHON": sys.executable,
     }
 
 
-def test_ensure_engines_builds_once_per_gpu_key_and_links(tmp_path: Path) -> None:
+ENSURE_ENGINES = REPO_ROOT / "deploy" / "scripts" / "ensure-engines.sh"
+
+
+def _onnx_dir(tmp_path: Path) -> Path:
     onnx_dir = tmp_path / "onnx"
     onnx_dir.mkdir()
     for name in ("demo-digits-classifier", "demo-digits-detector", "demo-digits-segmenter"):
-        (onnx_dir / f"{name}.onnx").write_bytes(b"onnx")
+        (onnx_dir / f"{name}.onnx").write_bytes(b"onnx " + name.encode())
+    return onnx_dir
+
+
+def _cache_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The engine volume, the engine links and the GPU overlay's model repository (its max batch sizes)."""
+    env = {key: value for key, value in env.items() if key not in ("PACA_CACHE", "TRITON_CACHE_DIR")}
+    return env | {"PACA_ENGINE_CACHE": str(tmp_path / "cache"), "PACA_ENGINE_DIR": str(tmp_path / "engines"),
+                  "PACA_REPOSITORY": str(K8S / "overlays" / "gpu" / "repository.yaml")}
+
+
+def test_ensure_engines_builds_once_per_gpu_key_and_batch_size_and_links(tmp_path: Path) -> None:
+    onnx_dir = _onnx_dir(tmp_path)
     build_log = tmp_path / "builds.txt"
-    env = _fake_gpu_tools(tmp_path / "bin", build_log)
-    env |= {"PACA_ENGINE_CACHE": str(tmp_path / "cache"), "PACA_ENGINE_DIR": str(tmp_path / "engines")}
-    script = REPO_ROOT / "deploy" / "scripts" / "ensure-engines.sh"
+    env = _cache_env(_fake_gpu_tools(tmp_path / "bin", build_log), tmp_path)
 
     for _ in range(2):  # the second start finds everything cached
-        result = run_tool("bash", script, onnx_dir, env=env)
+        result = run_tool("bash", ENSURE_ENGINES, onnx_dir, env=env)
         assert result.returncode == 0, result.stderr
     key_dir = tmp_path / "cache" / "nvidia-h100-80gb-hbm3-sm90-trt10.13.3.9-paca0.1.0"
-    built = build_log.read_text().split()
-    assert sorted(Path(p).name for p in built) == ["demo-digits-classifier.onnx", "demo-digits-segmenter.onnx"]
-    for name in ("demo-digits-classifier", "demo-digits-segmenter"):
+    builds = [line.split() for line in build_log.read_text().splitlines()]
+    served = {m["name"]: m["max_batch_size"] for m in
+              yaml.safe_load((K8S / "overlays" / "gpu" / "repository.yaml").read_text())["models"]}
+    assert sorted(Path(b[0]).name for b in builds) == ["demo-digits-classifier.onnx", "demo-digits-segmenter.onnx"]
+    for onnx, *args, timing_cache, triton_cache in builds:
+        name = Path(onnx).stem
+        # Finding 14: each engine for the batch size its model is served with, not a fixed 32.
+        assert args == ["--max-batch", str(served[name]), "--opt-batch", str(min(8, served[name]))]
+        # Finding 4: caches on the engine volume, whatever HOME is.
+        assert timing_cache.startswith(str(tmp_path / "cache")) and triton_cache.startswith(str(tmp_path / "cache"))
         link = tmp_path / "engines" / f"{name}.plan"
-        assert link.is_symlink() and link.resolve() == key_dir / f"{name}.plan"
-        assert (key_dir / f"{name}.plan.json").exists()
+        assert link.is_symlink() and link.resolve().parent == key_dir
+        assert link.resolve().name.startswith(f"{name}.b{served[name]}.")
+        assert link.read_bytes() == f"plan-of-{name}.onnx".encode()
+        assert (tmp_path / "engines" / f"{name}.plan.json").resolve() == Path(str(link.resolve()) + ".json")
     assert not list(key_dir.glob(".*"))  # no temporary files left behind
     assert not (tmp_path / "engines" / "demo-digits-detector.plan").exists()
 
     # A re-exported model (same versions, new weights) gets a new engine; the other stays cached.
     (onnx_dir / "demo-digits-segmenter.onnx").write_bytes(b"onnx, retrained")
-    assert run_tool("bash", script, onnx_dir, env=env).returncode == 0
-    rebuilt = build_log.read_text().split()[len(built) :]
-    assert [Path(p).name for p in rebuilt] == ["demo-digits-segmenter.onnx"]
+    assert run_tool("bash", ENSURE_ENGINES, onnx_dir, env=env).returncode == 0
+    rebuilt = build_log.read_text().splitlines()[len(builds):]
+    assert [Path(line.split()[0]).name for line in rebuilt] == ["demo-digits-segmenter.onnx"]
+
+
+def _pid_namespace_prefix() -> list[str]:
+    """Run each replica as PID 1, like an init container, where this machine allows it."""
+    probe = subprocess.run(["unshare", "--pid", "--fork", "bash", "-c", "echo $$"], capture_output=True, text=True,
+                           timeout=30) if shutil.which("unshare") else None
+    return ["unshare", "--pid", "--fork"] if probe is not None and probe.stdout.strip() == "1" else []
+
+
+def test_ensure_engines_replicas_sharing_the_volume_never_collide(tmp_path: Path) -> None:
+    """Finding 6: two replicas (both PID 1 where possible) building the same engines at the same time."""
+    assert "$$" not in ENSURE_ENGINES.read_text()
+    onnx_dir = _onnx_dir(tmp_path)
+    env = _cache_env(_fake_gpu_tools(tmp_path / "bin", tmp_path / "builds.txt", build_seconds=0.5), tmp_path)
+    prefix = _pid_namespace_prefix()
+    replicas = [subprocess.Popen([*prefix, "bash", str(ENSURE_ENGINES), str(onnx_dir)], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for replica in replicas:
+        _, stderr = replica.communicate(timeout=120)
+        assert replica.returncode == 0, stderr
+    key_dir = next((tmp_path / "cache").glob("nvidia-*"))
+    for name in ("demo-digits-classifier", "demo-digits-segmenter"):
+        assert (tmp_path / "engines" / f"{name}.plan").read_bytes() == f"plan-of-{name}.onnx".encode()
+        assert json.loads((tmp_path / "engines" / f"{name}.plan.json").read_text())["gpu"] == "H100"
+    assert not list(key_dir.glob(".*"))
 
 
 def test_ensure_engines_fails_on_a_missing_onnx(tmp_path: Path) -> None:
-    env = _fake_gpu_tools(tmp_path / "bin", tmp_path / "builds.txt")
-    env |= {"PACA_ENGINE_CACHE": str(tmp_path / "cache"), "PACA_ENGINE_DIR": str(tmp_path / "engines")}
-    script = REPO_ROOT / "deploy" / "scripts" / "ensure-engines.sh"
-    result = run_tool("bash", script, tmp_path, "no-such-model", env=env)
+    env = _cache_env(_fake_gpu_tools(tmp_path / "bin", tmp_path / "builds.txt"), tmp_path)
+    result = run_tool("bash", ENSURE_ENGINES, tmp_path, "no-such-model", env=env)
     assert result.returncode != 0 and "missing" in result.stderr
 
 

@@ -1,5 +1,8 @@
-"""Real TensorRT (needs `tensorrt` >= 10.6 and CUDA): build an engine with the AOT PaCaAttention plugin,
-check the plugin layer is in it, and compare its outputs with ONNX Runtime. Skips without TensorRT/CUDA."""
+"""Real TensorRT (needs `tensorrt` >= 10.9 and CUDA): build an engine with the AOT PaCaAttention plugin,
+check the plugin layer is in it, and compare its outputs with ONNX Runtime. Skips without TensorRT/CUDA.
+
+fp32 engines are built with TF32 off, so they are held to the fp32 graph's 1e-4 (like the ONNX export and
+the CUDA kernel); fp16 engines (strongly typed fp16 graph, softmax/norms fp32) to 5e-2."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ def run_engine(engine, pixels: np.ndarray) -> dict[str, np.ndarray]:
     return {name: t.cpu().numpy() for name, t in tensors.items() if name != "pixel_values"}
 
 
-@pytest.mark.parametrize("precision,atol", [("fp32", 1e-3), ("fp16", 5e-2)])
+@pytest.mark.parametrize("precision,atol", [("fp32", 1e-4), ("fp16", 5e-2)])
 def test_engine_with_plugin_matches_onnxruntime(tmp_path, precision, atol):
     pytest.importorskip("tensorrt")
     import onnxruntime as ort

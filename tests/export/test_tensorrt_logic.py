@@ -2,7 +2,8 @@
 the AOT PTX compile, and the builder/runtime driven by a FAKE `tensorrt` module.
 
 The fake (`FakeTensorRT` below) is a test double that records calls; it checks our use of the
-documented API (serving-reference.md §C.6–§C.8) and never counts as TensorRT being verified.
+documented Python API and never counts as TensorRT being verified. The plugin itself runs through
+TensorRT's real plugin layer in test_tensorrt_plugin_layer.py.
 Real-TensorRT tests live in test_tensorrt_gpu.py and skip without TensorRT and CUDA.
 """
 
@@ -37,7 +38,8 @@ from export.tensorrt.manifest import (
 from export.tensorrt.precision import fp16_graph, plan_precision
 from export.tensorrt.profiles import ShapeProfile, default_profile, parse_hw
 from export.tensorrt.runtime import load_engine
-from export.tensorrt.trtexec import trtexec_command
+from export.tensorrt.trtexec import trtexec_command, trtexec_script
+from export.tensorrt.versions import UnsupportedTensorRTError, parse_version, require_supported
 from models.preprocess_spec import ADE20K_SEGMENTATION, COCO_DETECTION, IMAGENET_CLASSIFICATION
 
 H100 = MachineInfo("10.13.3.9", "NVIDIA H100 80GB HBM3", "9.0")
@@ -71,15 +73,12 @@ def test_profile_validation_and_parsing():
 # ---------------------------------------------------------------------------------------- precision
 
 def test_precision_plans():
-    assert plan_precision("fp16", 10).builder_flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS")
-    assert not plan_precision("fp16", 10).needs_graph_casts
-    trt11 = plan_precision("fp16", 11)
-    assert trt11.builder_flags == () and trt11.needs_graph_casts and trt11.strongly_typed
-    assert plan_precision("fp32", 11).builder_flags == ()
+    """Findings 8/9: every engine strongly typed (precision from the graph), TF32 cleared for parity."""
+    fp16, fp32 = plan_precision("fp16"), plan_precision("fp32")
+    assert fp16.needs_graph_casts and fp16.strongly_typed and fp16.cleared_flags == ("TF32",)
+    assert not fp32.needs_graph_casts and fp32.strongly_typed and fp32.cleared_flags == ("TF32",)
     with pytest.raises(ValueError, match="unknown precision"):
-        plan_precision("int8", 10)
-    with pytest.raises(ValueError, match="not supported"):
-        plan_precision("fp32", 8)
+        plan_precision("int8")
 
 
 def attention_artifact(num_heads: int = 2, head_dim: int = 16) -> onnx.ModelProto:
@@ -140,13 +139,22 @@ def test_manifest_round_trip_and_mismatch_messages(tmp_path):
     assert cache_key(H100, "fp16") == "trt10.13-sm90-paca1-fp16"
 
 
-def test_trtexec_command():
+def test_trtexec_flags_follow_the_tensorrt_major():
+    """Finding 12: no --fp16/--precisionConstraints (gone in TensorRT 11); --stronglyTyped only on 10."""
     profile = ShapeProfile((1, 3, 64, 64), (4, 3, 128, 128), (8, 3, 256, 256))
-    argv = trtexec_command("m.onnx", "m.plan", profile, precision="fp16", trt_major=10, timing_cache="t.cache")
+    argv = trtexec_command("m.onnx", "m.plan", profile, trt_major=10, timing_cache="t.cache")
     assert argv[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.plan"]
     assert "--minShapes=pixel_values:1x3x64x64" in argv and "--maxShapes=pixel_values:8x3x256x256" in argv
-    assert "--fp16" in argv and "--timingCacheFile=t.cache" in argv
-    assert "--fp16" not in trtexec_command("m.onnx", "m.plan", profile, precision="fp16", trt_major=11)
+    assert "--timingCacheFile=t.cache" in argv and "--noTF32" in argv and "--stronglyTyped" in argv
+    trt11 = trtexec_command("m.onnx", "m.plan", profile, trt_major=11)
+    assert "--noTF32" in trt11 and "--stronglyTyped" not in trt11
+    for removed in ("--fp16", "--precisionConstraints=obey", "--best"):
+        assert removed not in argv + trt11
+    lines = trtexec_script("m.onnx", "m.plan", profile, precision="fp16", trt_major=11)
+    assert lines[0] == "python -m export.tensorrt.precision m.onnx m.fp16.onnx"
+    assert "--onnx=m.fp16.onnx" in lines[1]
+    with pytest.raises(ValueError, match="not supported"):
+        trtexec_command("m.onnx", "m.plan", profile, trt_major=8)
 
 
 # ------------------------------------------------------------------------------------- plugin logic
@@ -163,38 +171,66 @@ def test_plugin_tactics_and_grid():
     assert plugin_logic.triton_dtype("DataType.HALF") == "fp16"
     with pytest.raises(ValueError, match="supports"):
         plugin_logic.triton_dtype("DataType.INT8")
-    with pytest.raises(ValueError, match="static channel"):
-        plugin_logic.static_channels(SimpleNamespace(is_constant=False, constant_value=None))
-    assert plugin_logic.static_channels(SimpleNamespace(is_constant=True, constant_value=96)) == 96
-    assert all(plugin_logic.shared_memory_ok(48, t) for t in plugin_logic.tactic_ids())
 
 
+def test_tactics_advertised_per_tensorrt_version():
+    """Finding 10: several AOT tactics only from 11.1; before, TensorRT's default tactic (none advertised)."""
+    assert plugin_logic.advertised_tactics([1, 2], (11, 4)) == [1, 2]
+    assert plugin_logic.advertised_tactics([1, 2], (11, 1)) == [1, 2]
+    assert plugin_logic.advertised_tactics([1, 2], (11, 0)) is None
+    assert plugin_logic.advertised_tactics([1, 2, 3], (10, 9)) is None
+    with pytest.raises(ValueError, match="default PaCaAttention tactic"):
+        plugin_logic.advertised_tactics([1], (10, 13))
+    with pytest.raises(ValueError, match="no PaCaAttention tactic fits"):
+        plugin_logic.advertised_tactics([], (11, 4))
+    assert plugin_logic.fitting_tactics({1: 16384, 2: 49152, 3: 65536, 4: 98304}.get) == [1, 2]
+
+
+def test_tensorrt_version_gate():
+    assert require_supported("10.9.0.34") == (10, 9)
+    assert require_supported("11.4.0.106") == (11, 4)
+    with pytest.raises(UnsupportedTensorRTError, match=r"TensorRT 10\.8\.0\.43 is too old.*>= 10\.9"):
+        require_supported("10.8.0.43")
+    with pytest.raises(ValueError, match="cannot read a TensorRT version"):
+        parse_version("ten")
+
+
+def test_entry_names_are_unique_and_renaming_keeps_the_ptx_whole():
+    """Finding 7: every specialisation gets its own entry name (dtype, heads, head dim, tactic, PTX hash)."""
+    ptx = (".visible .entry k(\n\t.param .u64 k_param_0,\n\t.param .u32 k_param_1\n)\n"
+           "{ ld.param.u64 %rd1, [k_param_0]; }")
+    name = plugin_logic.entry_name("fp16", 4, 48, 2, ptx)
+    assert re.fullmatch(r"paca_attn_fp16_h4_d48_t2_[0-9a-f]{12}", name)
+    assert name != plugin_logic.entry_name("fp16", 4, 48, 2, ptx.replace("u32", "u64"))
+    renamed = plugin_logic.rename_entry(ptx, "k", name)
+    assert f".entry {name}(" in renamed and f"[{name}_param_0]" in renamed and "k_param" not in renamed
+    with pytest.raises(ValueError, match=r"no \.entry"):
+        plugin_logic.rename_entry(ptx, "other", name)
+
+
+@pytest.mark.slow
 def test_aot_kernel_compiles_to_ptx_for_sm90(tmp_path):
-    """The exact triton.compile call of the plugin's aot_impl, for Hopper, on this CPU-only machine; the
-    trimmed PTX (inputs, N, M, output — the QDP launch order) must still assemble with ptxas."""
+    """The plugin's compile (`aot_kernel.compile_attention`) for Hopper on this CPU-only machine: scratch
+    parameters trimmed (q, k, v, N, M, out — the QDP launch order), unique entry, 16-byte alignment hints
+    (vectorised global loads), and the PTX still assembles with ptxas."""
     import os
     import subprocess
 
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
-    from models.kernels.attention_triton import paca_attention_kernel
+    from export.tensorrt.aot_kernel import compile_attention
 
-    constants = plugin_logic.kernel_constexprs(num_heads=5, channels=200, scale=40 ** -0.5, tactic=1, element="fp32")
-    signature = plugin_logic.kernel_signature("fp32", list(constants))
-    assert list(signature) == paca_attention_kernel.arg_names
+    kernel = compile_attention("fp32", num_heads=5, channels=200, scale=40 ** -0.5, tactic=1, capability=90)
     config = plugin_logic.config_for_tactic(1)
-    compiled = triton.compile(ASTSource(fn=paca_attention_kernel, signature=signature, constexprs=constants),
-                              target=GPUTarget("cuda", 90, 32),
-                              options={"num_warps": config.num_warps, "num_stages": config.num_stages})
-    assert compiled.metadata.name == "paca_attention_kernel" and compiled.metadata.num_warps == config.num_warps
-    assert not getattr(compiled.metadata, "global_scratch_size", 0)
-    ptx = plugin_logic.strip_unused_params(compiled.asm["ptx"], compiled.metadata.name, plugin_logic.KERNEL_PARAMS)
-    entry = re.search(r"\.entry paca_attention_kernel\(([^)]*)\)", ptx).group(1)
-    assert entry.count(".param") == plugin_logic.KERNEL_PARAMS and ".target sm_90" in ptx
+    assert kernel.num_warps == config.num_warps and kernel.block_x == 32 * config.num_warps
+    assert kernel.name.startswith("paca_attn_fp32_h5_d40_t1_") and kernel.target == 90
+    assert kernel.shared_bytes <= plugin_logic.SHARED_MEMORY_LIMIT
+    entry = re.search(rf"\.entry {kernel.name}\(([^)]*)\)", kernel.ptx).group(1)
+    assert entry.count(".param") == plugin_logic.KERNEL_PARAMS and ".target sm_90" in kernel.ptx
+    assert re.search(r"ld\.global[^\n]*\.v4", kernel.ptx)  # finding 14: aligned, vectorised loads
+    assert compile_attention("fp32", 5, 200, 40 ** -0.5, 0, 90).name.startswith("paca_attn_fp32_h5_d40_t2_")
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    (tmp_path / "k.ptx").write_text(ptx)
+    (tmp_path / "k.ptx").write_text(kernel.ptx)
     result = subprocess.run([ptxas, "-arch=sm_90a", str(tmp_path / "k.ptx"), "-o", str(tmp_path / "k.cubin")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -246,6 +282,9 @@ class FakeTensorRT(SimpleNamespace):
             def set_flag(self, flag):
                 calls.append(("flag", flag))
 
+            def clear_flag(self, flag):
+                calls.append(("clear_flag", flag))
+
             def add_optimization_profile(self, profile):
                 calls.append(("add_profile",))
 
@@ -265,8 +304,9 @@ class FakeTensorRT(SimpleNamespace):
             def __init__(self, network, logger):
                 pass
 
-            def parse(self, data, path):
-                trt.parsed = onnx.load_from_string(data)
+            def parse_from_file(self, path):
+                trt.parsed_path = path
+                trt.parsed = onnx.load(path)
                 return parse_ok
 
             def get_error(self, i):
@@ -300,7 +340,7 @@ class FakeTensorRT(SimpleNamespace):
         super().__init__(
             __version__=version, Logger=Logger, Builder=Builder, OnnxParser=Parser, Runtime=Runtime,
             MemoryPoolType=SimpleNamespace(WORKSPACE="workspace"),
-            BuilderFlag=SimpleNamespace(FP16="fp16", OBEY_PRECISION_CONSTRAINTS="obey"),
+            BuilderFlag=SimpleNamespace(TF32="tf32"),
             NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=1, PREFER_AOT_PYTHON_PLUGINS=5),
             calls=calls,
         )
@@ -313,8 +353,10 @@ def artifact(tmp_path):
     return path
 
 
-def test_builder_with_fake_tensorrt_10_fp16(artifact, tmp_path):
-    fake = FakeTensorRT("10.13.3.9")
+@pytest.mark.parametrize("version", ["10.13.3.9", "11.4.0.106"])
+def test_builder_fp16_is_strongly_typed_with_graph_casts(artifact, tmp_path, version):
+    """Finding 8: no weak-typing flags on any version; the fp16 graph (casts in it) is what gets parsed."""
+    fake = FakeTensorRT(version)
     registered = []
     profile = ShapeProfile((1, 3, 32, 32), (4, 3, 32, 32), (8, 3, 32, 32))
     engine = tmp_path / "out" / "model.plan"
@@ -322,24 +364,65 @@ def test_builder_with_fake_tensorrt_10_fp16(artifact, tmp_path):
                             workspace_mib=512, trt=fake, machine=H100, plugin_registrar=lambda: registered.append(1))
     assert registered == [1]
     assert ("set_shape", "pixel_values", (1, 3, 32, 32), (4, 3, 32, 32), (8, 3, 32, 32)) in fake.calls
-    assert ("flag", "fp16") in fake.calls and ("flag", "obey") in fake.calls
+    assert not [c for c in fake.calls if c[0] == "flag"]  # no FP16 / OBEY_PRECISION_CONSTRAINTS
+    assert ("clear_flag", "tf32") in fake.calls  # finding 9
     assert ("pool", "workspace", 512 << 20) in fake.calls
-    assert ("create_network", 1 << 5) in fake.calls  # AOT plugin preferred, weakly typed
+    assert ("create_network", 1 << 1 | 1 << 5) in fake.calls  # strongly typed, AOT plugins preferred
+    assert fake.parsed.graph.initializer[0].data_type == TensorProto.FLOAT16  # precision from graph casts
+    assert fake.parsed_path != str(artifact)
     assert engine.read_bytes() == b"PLAN"
     assert (tmp_path / "t.cache").read_bytes() == b"timing:"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "out", "t.cache"]  # no temp files
     assert read_manifest(engine) == manifest and manifest_path(engine).is_file()
     assert manifest.onnx_sha256 == file_sha256(artifact) and manifest.precision == "fp16"
     assert (manifest.arch, manifest.compute_capability) == ("demo_digits_cls", "9.0")
-    assert fake.parsed.graph.initializer[0].data_type == TensorProto.FLOAT  # TRT 10: graph unchanged
 
 
-def test_builder_with_fake_tensorrt_11_casts_the_graph(artifact, tmp_path):
+def test_builder_fp32_parses_the_artifact_file_itself(artifact, tmp_path):
+    """Finding 14: parse_from_file on the artifact (external weights, no 2 GB protobuf limit)."""
     fake = FakeTensorRT("11.4.0.106")
     profile = ShapeProfile((1, 3, 32, 32), (1, 3, 32, 32), (1, 3, 32, 32))
-    build_engine(artifact, tmp_path / "m.plan", profile, precision="fp16", timing_cache=tmp_path / "t.cache",
-                 trt=fake, machine=MachineInfo("11.4.0.106", "NVIDIA H200", "9.0"), plugin_registrar=lambda: None)
-    assert not [c for c in fake.calls if c[0] == "flag"]  # no precision flags on TensorRT 11
-    assert fake.parsed.graph.initializer[0].data_type == TensorProto.FLOAT16  # precision from graph casts
+    build_engine(artifact, tmp_path / "m.plan", profile, timing_cache=tmp_path / "t.cache", trt=fake,
+                 machine=MachineInfo("11.4.0.106", "NVIDIA H200", "9.0"), plugin_registrar=lambda: None)
+    assert fake.parsed_path == str(artifact)
+    assert fake.parsed.graph.initializer[0].data_type == TensorProto.FLOAT
+    assert ("clear_flag", "tf32") in fake.calls
+
+
+def test_fp16_graph_of_a_paca_model_keeps_softmax_and_norms_in_fp32(artifacts_dir):
+    """Finding 8, on the real exported PaCa classifier: cluster softmaxes, LayerNorms and the mean pool
+    read fp32 tensors (behind Casts); the attention plugin runs in fp16."""
+    half = fp16_graph(onnx.load(str(artifacts_dir / "classifier.onnx")))
+    types = {v.name: v.type.tensor_type.elem_type for v in half.graph.value_info}
+    producer = {out: node for node in half.graph.node for out in node.output}
+    checked = {}
+    for node in half.graph.node:
+        if node.op_type in ("Softmax", "LayerNormalization", "ReduceMean"):
+            assert types.get(node.input[0]) == TensorProto.FLOAT, (node.name, node.op_type)
+            checked[node.op_type] = checked.get(node.op_type, 0) + 1
+        if node.op_type == "Softmax":
+            cast = producer[node.input[0]]
+            assert cast.op_type == "Cast" and cast.attribute[0].i == TensorProto.FLOAT
+        if node.op_type == OP_NAME:
+            assert {types.get(name) for name in (*node.input, *node.output)} == {TensorProto.FLOAT16}
+    assert checked["Softmax"] >= 3 and checked["LayerNormalization"] > 0 and checked["ReduceMean"] == 1
+
+
+def test_builder_refuses_old_tensorrt_and_detection(artifact, tmp_path):
+    """Findings 10 and 13: clear messages before anything is built."""
+    profile = default_profile("classification", IMAGENET_CLASSIFICATION)
+    with pytest.raises(UnsupportedTensorRTError, match=r"TensorRT 10\.8\.0\.43 is too old"):
+        build_engine(artifact, tmp_path / "m.plan", profile, trt=FakeTensorRT("10.8.0.43"), machine=H100,
+                     plugin_registrar=lambda: None)
+    model = onnx.load(str(artifact))
+    write_metadata(model, ArtifactMetadata("demo_digits_det", "detection", COCO_DETECTION, "digits10",
+                                           tuple(str(i) for i in range(10)), ("boxes",)).to_props())
+    detector = tmp_path / "det.onnx"
+    onnx.save(model, str(detector))
+    with pytest.raises(EngineBuildError, match=r"data-dependent length.*onnxruntime backend"):
+        build_engine(detector, tmp_path / "d.plan", profile, trt=FakeTensorRT(), machine=H100,
+                     plugin_registrar=lambda: None)
+    assert not (tmp_path / "d.plan").exists()
 
 
 def test_builder_reports_parser_and_build_failures(artifact, tmp_path):
@@ -353,17 +436,21 @@ def test_builder_reports_parser_and_build_failures(artifact, tmp_path):
     assert not (tmp_path / "m.plan").exists()
 
 
-def test_runtime_checks_manifest_before_deserialising(artifact, tmp_path):
+def test_runtime_checks_manifest_before_deserialising_and_needs_no_plugin(artifact, tmp_path):
+    """Finding 1: loading an AOT engine neither imports the plugin module nor Triton."""
+    import sys
+
     engine = tmp_path / "m.plan"
     fake = FakeTensorRT()
     build_engine(artifact, engine, default_profile("classification", IMAGENET_CLASSIFICATION), trt=fake,
                  machine=H100, timing_cache=tmp_path / "t", plugin_registrar=lambda: None)
     a100 = MachineInfo("10.13.3.9", "NVIDIA A100", "8.0")
     with pytest.raises(EngineMismatchError, match="compute capability"):
-        load_engine(engine, trt=fake, machine=a100, plugin_registrar=lambda: None)
+        load_engine(engine, trt=fake, machine=a100)
     assert not [c for c in fake.calls if c[0] == "deserialize"]
-    loaded = load_engine(engine, trt=fake, machine=H100, onnx_path=artifact, plugin_registrar=lambda: None)
+    loaded = load_engine(engine, trt=fake, machine=H100, onnx_path=artifact)
     assert loaded.plan == b"PLAN"
+    assert "export.tensorrt.plugin" not in sys.modules
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
@@ -379,18 +466,28 @@ def test_cli_build_engine_without_tensorrt_says_so(artifact, tmp_path):
 
 # ----------------------------------------------------------------------------------------------- CLI
 
-def test_cli_build_engine_prints_trtexec_line(artifact, tmp_path):
+def test_cli_build_engine_prints_trtexec_lines(artifact, tmp_path):
     from typer.testing import CliRunner
 
     from service.cli import app
 
-    result = CliRunner().invoke(app, ["build-engine", str(artifact), "--output", str(tmp_path / "m.plan"),
-                                      "--precision", "fp16", "--max-batch", "16", "--opt-batch", "4",
-                                      "--print-trtexec"])
+    base = ["build-engine", str(artifact), "--output", str(tmp_path / "m.plan"), "--max-batch", "16",
+            "--opt-batch", "4", "--print-trtexec"]
+    result = CliRunner().invoke(app, [*base, "--precision", "fp16", "--trt-major", "10"])
     assert result.exit_code == 0, result.output
-    assert "--minShapes=pixel_values:1x3x224x224" in result.output
-    assert "--optShapes=pixel_values:4x3x224x224" in result.output
-    assert "--maxShapes=pixel_values:16x3x224x224" in result.output and "--fp16" in result.output
+    cast, trtexec = result.output.strip().splitlines()
+    assert cast.startswith("python -m export.tensorrt.precision ") and cast.endswith("model.fp16.onnx")
+    assert "--onnx=" in trtexec and "model.fp16.onnx" in trtexec
+    assert "--minShapes=pixel_values:1x3x224x224" in trtexec and "--optShapes=pixel_values:4x3x224x224" in trtexec
+    assert "--maxShapes=pixel_values:16x3x224x224" in trtexec and "--stronglyTyped" in trtexec
+    assert "--fp16" not in trtexec and "--noTF32" in trtexec
+    eleven = CliRunner().invoke(app, [*base, "--trt-major", "11"])
+    assert eleven.exit_code == 0 and "--stronglyTyped" not in eleven.output and "precision" not in eleven.output
+    from export.tensorrt.trtexec import installed_major
+
+    if installed_major() is None:  # finding 12: flags of the installed major, else of the latest, said so
+        guessed = CliRunner().invoke(app, base)
+        assert guessed.output.startswith("# TensorRT is not installed here: flags for TensorRT 11")
 
 
 def test_cli_build_engine_errors(artifact, tmp_path):
