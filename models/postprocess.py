@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-ROW_CHUNK = 256  # output rows per block when building label maps (bounds memory to K × 256 × W)
+TILE = 256  # output rows and columns per tile when building label maps: memory ≈ K × TILE² floats, any image size
 
 
 def rescale_boxes(boxes: np.ndarray, scale_yx: tuple[float, float]) -> np.ndarray:
@@ -45,13 +45,16 @@ def _sampling_matrix(coords: np.ndarray, size: int) -> np.ndarray:
     return weights
 
 
-def paste_masks(mask_probs: np.ndarray, boxes_original: np.ndarray, original_hw: tuple[int, int],
-                threshold: float = 0.5) -> np.ndarray:
-    """(K, m, m) RoI mask probabilities + (K, 4) boxes in original pixels → bool (K, H, W).
+def paste_mask_windows(mask_probs: np.ndarray, boxes_original: np.ndarray, original_hw: tuple[int, int],
+                       threshold: float = 0.5) -> list[tuple[int, int, np.ndarray]]:
+    """(K, m, m) RoI mask probabilities + (K, 4) boxes in original pixels → per detection (top, left, window):
+    the boolean mask inside the box's window (one pixel of margin); everything outside it is background.
 
     Pixel (y, x) samples the RoI mask at ((x + 0.5 − x1) / (x2 − x1)) · m − 0.5 (and likewise in y),
     bilinearly with zeros outside the mask — `grid_sample(align_corners=False)` of mmdet's
-    `_do_paste_mask` — and is foreground where the sample is ≥ `threshold`.
+    `_do_paste_mask` — and is foreground where the sample is ≥ `threshold`. Pixels more than one pixel
+    outside the box sample < 0.5·p ≤ threshold, so the window holds every foreground pixel while memory
+    stays proportional to the box, not to the image.
     """
     mask_probs = np.asarray(mask_probs)
     boxes_original = np.asarray(boxes_original, dtype=np.float64)
@@ -60,18 +63,28 @@ def paste_masks(mask_probs: np.ndarray, boxes_original: np.ndarray, original_hw:
     if boxes_original.shape != (mask_probs.shape[0], 4):
         raise ValueError(f"boxes_original must have shape ({mask_probs.shape[0]}, 4), got {boxes_original.shape}")
     height, width = (int(v) for v in original_hw)
-    out = np.zeros((mask_probs.shape[0], height, width), dtype=bool)
     mask_h, mask_w = mask_probs.shape[1:]
+    windows = []
     for k, (x1, y1, x2, y2) in enumerate(boxes_original):
-        # Pixels more than one pixel outside the box sample < 0.5·p ≤ threshold: skip them (mmdet does too).
         col0, col1 = max(math.floor(x1) - 1, 0), min(math.ceil(x2) + 1, width)
         row0, row1 = max(math.floor(y1) - 1, 0), min(math.ceil(y2) + 1, height)
         if col1 <= col0 or row1 <= row0 or not (x2 > x1 and y2 > y1):
+            windows.append((0, 0, np.zeros((0, 0), dtype=bool)))
             continue
         xs = (np.arange(col0, col1) + 0.5 - x1) / (x2 - x1) * mask_w - 0.5
         ys = (np.arange(row0, row1) + 0.5 - y1) / (y2 - y1) * mask_h - 0.5
         sampled = _sampling_matrix(ys, mask_h) @ mask_probs[k].astype(np.float64) @ _sampling_matrix(xs, mask_w).T
-        out[k, row0:row1, col0:col1] = sampled >= threshold
+        windows.append((row0, col0, sampled >= threshold))
+    return windows
+
+
+def paste_masks(mask_probs: np.ndarray, boxes_original: np.ndarray, original_hw: tuple[int, int],
+                threshold: float = 0.5) -> np.ndarray:
+    """Full-image boolean masks (K, H, W) of `paste_mask_windows` (for evaluation; serving keeps windows)."""
+    height, width = (int(v) for v in original_hw)
+    out = np.zeros((len(boxes_original), height, width), dtype=bool)
+    for k, (top, left, window) in enumerate(paste_mask_windows(mask_probs, boxes_original, original_hw, threshold)):
+        out[k, top:top + window.shape[0], left:left + window.shape[1]] = window
     return out
 
 
@@ -110,13 +123,14 @@ def _default_input_hw(logits_hw: tuple[int, int], resized_hw: tuple[int, int]) -
 
 def segmentation_label_map(seg_logits: np.ndarray, resized_hw: tuple[int, int], original_hw: tuple[int, int],
                            input_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """(K, h, w) logits at 1/4 of the model input → int64 (H, W) class indices of the original image.
+    """(K, h, w) logits at 1/4 of the model input → (H, W) class indices of the original image (uint8 up to 256
+    classes, else uint16).
 
     Steps (mmseg `predict` + `postprocess_result`): bilinear upsample to the model input size
     `input_hw` (default: see `_default_input_hw`), crop to the unpadded `resized_hw` (padding is
     bottom/right), bilinear resize to `original_hw`, argmax over K. Each step is linear per axis, so
-    the three are folded into one banded matrix per axis (a few taps per output pixel) and applied in
-    row blocks.
+    the three are folded into one banded matrix per axis (a few taps per output pixel) and applied tile by
+    tile, so memory does not grow with the image.
     """
     seg_logits = np.asarray(seg_logits)
     if seg_logits.ndim != 3:
@@ -134,13 +148,23 @@ def segmentation_label_map(seg_logits: np.ndarray, resized_hw: tuple[int, int], 
     row_index, row_weights = _band(per_axis[0], dtype)  # (H, a)
     col_index, col_weights = _band(per_axis[1], dtype)  # (W, b)
     logits = np.ascontiguousarray(seg_logits.astype(dtype, copy=False).transpose(1, 2, 0))  # (h, w, K)
-    # Classes last keeps every gather and the argmax on contiguous K-vectors. Columns first (h, W, K),
-    # then blocks of output rows, so the (H, W, K) volume never exists at once.
-    by_columns = sum(logits[:, col_index[:, b]] * col_weights[:, b, None] for b in range(col_index.shape[1]))
-    label_map = np.empty(tuple(int(v) for v in original_hw), dtype=np.int64)
-    for start in range(0, label_map.shape[0], ROW_CHUNK):
-        rows = slice(start, start + ROW_CHUNK)
-        block = sum(by_columns[row_index[rows, a]] * row_weights[rows, a, None, None]
-                    for a in range(row_index.shape[1]))  # (rows, W, K)
-        label_map[rows] = block.argmax(axis=-1)
+    classes = logits.shape[-1]
+    label_map = np.empty(tuple(int(v) for v in original_hw), dtype=label_dtype(classes))
+    # Classes last keeps every gather and the argmax on contiguous K-vectors. Output tiles of TILE × TILE
+    # pixels: columns resampled first for just the source rows the tile reads, then rows, then argmax.
+    for row_start in range(0, label_map.shape[0], TILE):
+        rows = slice(row_start, row_start + TILE)
+        first, last = int(row_index[rows].min()), int(row_index[rows].max()) + 1
+        for col_start in range(0, label_map.shape[1], TILE):
+            cols = slice(col_start, col_start + TILE)
+            by_columns = sum(logits[first:last, col_index[cols, b]] * col_weights[cols, b, None]
+                             for b in range(col_index.shape[1]))  # (source rows, tile W, K)
+            block = sum(by_columns[row_index[rows, a] - first] * row_weights[rows, a, None, None]
+                        for a in range(row_index.shape[1]))  # (tile H, tile W, K)
+            label_map[rows, cols] = block.argmax(axis=-1)
     return label_map
+
+
+def label_dtype(classes: int) -> np.dtype:
+    """The smallest unsigned integer type that holds class indices 0 … classes − 1."""
+    return np.dtype(np.uint8 if classes <= 256 else np.uint16 if classes <= 65536 else np.uint32)

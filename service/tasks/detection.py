@@ -8,11 +8,11 @@ import numpy as np
 from pydantic import Field
 
 from export.metadata import ArtifactMetadata
-from models.postprocess import paste_masks, rescale_boxes
+from models.postprocess import paste_mask_windows, rescale_boxes
 from service.api.schemas import Detection, DetectionResult, DetectResponse
 from service.prepare import PreparedImage
 from service.tasks.base import TaskHandler, TaskParams, TaskRequest
-from service.tasks.rle import encode_rle
+from service.tasks.rle import window_rle
 
 
 class DetectParams(TaskParams):
@@ -40,7 +40,8 @@ class DetectionHandler(TaskHandler[DetectParams, DetectionResult]):
         labels = np.asarray(outputs["labels"]).reshape(-1)[keep].astype(np.int64)
         masks = [None] * len(keep)
         if request.params.masks and len(keep):
-            masks = encode_rle(paste_masks(np.asarray(outputs["mask_probs"])[keep], boxes, meta.original_hw))
+            windows = paste_mask_windows(np.asarray(outputs["mask_probs"])[keep], boxes, meta.original_hw)
+            masks = [window_rle(top, left, window, height, width) for top, left, window in windows]
         return DetectionResult(detections=[
             Detection(box=[round(float(v), 2) for v in box], index=int(label), label=info.label(int(label)),
                       score=float(score), mask=mask)

@@ -14,7 +14,7 @@ from service.api.schemas import SegmentationResult, SegmentClass, SegmentRespons
 from service.errors import BadRequest, NotAcceptable
 from service.prepare import PreparedImage
 from service.tasks.base import Encoded, TaskHandler, TaskParams, TaskRequest
-from service.tasks.rle import encode_rle
+from service.tasks.rle import label_map_rles
 
 PNG = "image/png"
 
@@ -39,11 +39,9 @@ def label_map_png(label_map: np.ndarray) -> bytes:
 
 def segmentation_result(label_map: np.ndarray, info: ArtifactMetadata) -> SegmentationResult:
     height, width = label_map.shape
-    indices, areas = np.unique(label_map, return_counts=True)
-    masks = np.stack([label_map == i for i in indices]) if len(indices) else np.zeros((0, height, width), bool)
     return SegmentationResult(width=int(width), height=int(height), classes=[
-        SegmentClass(index=int(i), label=info.label(int(i)), area=int(a), rle=rle)
-        for i, a, rle in zip(indices, areas, encode_rle(masks), strict=True)
+        SegmentClass(index=index, label=info.label(index), area=area, rle=rle)
+        for index, area, rle in label_map_rles(label_map)
     ])
 
 

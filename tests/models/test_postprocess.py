@@ -83,7 +83,7 @@ def _label_map_reference(logits: torch.Tensor, input_hw, resized_hw, original_hw
     [
         ((64, 96), (64, 96), (100, 150)),     # no padding, upscaled original
         ((62, 93), (62, 93), (31, 47)),       # size not a multiple of 4, downscaled original
-        ((96, 128), (80, 121), (333, 500)),   # padded to 32, large original (several row blocks)
+        ((96, 128), (80, 121), (333, 500)),   # padded to 32, large original (several tiles both ways)
     ],
 )
 def test_segmentation_label_map_matches_interpolate_chain(input_hw, resized_hw, original_hw) -> None:
@@ -93,7 +93,7 @@ def test_segmentation_label_map_matches_interpolate_chain(input_hw, resized_hw, 
     reference = _label_map_reference(logits, input_hw, resized_hw, original_hw)
     ours = segmentation_label_map(logits.numpy().astype(np.float32), resized_hw, original_hw, input_hw=input_hw)
     ours_default = segmentation_label_map(logits.numpy(), resized_hw, original_hw)
-    assert ours.shape == original_hw and ours.dtype == np.int64
+    assert ours.shape == original_hw and ours.dtype == np.uint8  # 7 classes: the smallest type that holds them
     assert len(np.unique(reference)) == 7
     # float32 logits vs the float64 reference: at most a handful of near-tie pixels may differ.
     assert (ours != reference).mean() < 1e-3
