@@ -21,6 +21,9 @@ from PIL import Image
 
 from models.preprocess_spec import PreprocessSpec
 
+# Resize-then-crop allocates the whole resized image; beyond this many times the crop, resample the box only.
+MAX_RESIZE_OVERSHOOT = 16
+
 RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -60,7 +63,8 @@ def resized_size(original_hw: tuple[int, int], spec: PreprocessSpec) -> tuple[in
     if spec.resize_mode == "keep_ratio_within":
         long_max, short_max = max(spec.size), min(spec.size)
         scale = min(long_max / max(height, width), short_max / min(height, width))
-        return int(height * scale + 0.5), int(width * scale + 0.5)
+        # Very thin images would round a side to 0 pixels: keep at least one.
+        return max(int(height * scale + 0.5), 1), max(int(width * scale + 0.5), 1)
     raise ValueError(f"unknown resize_mode {spec.resize_mode!r}")
 
 
@@ -69,6 +73,16 @@ def center_crop_offset(resized_hw: tuple[int, int], crop_hw: tuple[int, int]) ->
     top = round((resized_hw[0] - crop_hw[0]) / 2.0)
     left = round((resized_hw[1] - crop_hw[1]) / 2.0)
     return top, left
+
+
+def input_size(original_hw: tuple[int, int], spec: PreprocessSpec) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(resized H, W) and the model input's (H, W) for an image of `original_hw`, without touching pixels."""
+    resized_hw = resized_size(original_hw, spec)
+    if spec.resize_mode == "short_side_center_crop":
+        return resized_hw, spec.size
+    if spec.pad_divisor > 1:
+        return resized_hw, padded_size(resized_hw, spec.pad_divisor)
+    return resized_hw, resized_hw
 
 
 def padded_size(hw: tuple[int, int], divisor: int) -> tuple[int, int]:
@@ -93,6 +107,24 @@ def pad_bottom_right(array: np.ndarray, target_hw: tuple[int, int], value: float
     return out
 
 
+def _resize_and_crop(image: Image.Image, resized_hw: tuple[int, int], crop_offset: tuple[int, int],
+                     spec: PreprocessSpec) -> Image.Image:
+    """Resize then centre-crop, timm's way. For very elongated images the full resize would be far larger
+    than the crop (an 8000×1 image resized by its short side is 1.98 M × 248 pixels), so beyond
+    MAX_RESIZE_OVERSHOOT only the crop's source box is resampled (Pillow `resize(box=...)`): the same
+    geometry, pixel values within a few grey levels of the full resize."""
+    top, left = crop_offset
+    crop_h, crop_w = spec.size
+    resample = RESAMPLING[spec.interpolation]
+    if resized_hw[0] * resized_hw[1] <= MAX_RESIZE_OVERSHOOT * crop_h * crop_w:
+        resized = image.resize((resized_hw[1], resized_hw[0]), resample) if resized_hw != (image.height,
+                                                                                           image.width) else image
+        return resized.crop((left, top, left + crop_w, top + crop_h))
+    scale_y, scale_x = image.height / resized_hw[0], image.width / resized_hw[1]
+    box = (left * scale_x, top * scale_y, (left + crop_w) * scale_x, (top + crop_h) * scale_y)
+    return image.resize((crop_w, crop_h), resample, box=box)
+
+
 def preprocess_image(image: Image.Image, spec: PreprocessSpec) -> tuple[np.ndarray, ImageMeta]:
     """The model input (3, H, W) float32 for one image, and the geometry needed to undo it."""
     if spec.channel_order != "RGB":
@@ -101,13 +133,12 @@ def preprocess_image(image: Image.Image, spec: PreprocessSpec) -> tuple[np.ndarr
         image = image.convert("RGB")
     original_hw = (image.height, image.width)
     resized_hw = resized_size(original_hw, spec)
-    if resized_hw != original_hw:
-        image = image.resize((resized_hw[1], resized_hw[0]), RESAMPLING[spec.interpolation])
     crop_offset = (0, 0)
     if spec.resize_mode == "short_side_center_crop":
         crop_offset = center_crop_offset(resized_hw, spec.size)
-        top, left = crop_offset
-        image = image.crop((left, top, left + spec.size[1], top + spec.size[0]))
+        image = _resize_and_crop(image, resized_hw, crop_offset, spec)
+    elif resized_hw != original_hw:
+        image = image.resize((resized_hw[1], resized_hw[0]), RESAMPLING[spec.interpolation])
     array = normalize(np.asarray(image), spec)
     if spec.pad_divisor > 1:
         array = pad_bottom_right(array, padded_size(array.shape[1:], spec.pad_divisor), spec.pad_value)

@@ -45,6 +45,15 @@ class PreprocessSpec:
         """(H, W) every preprocessed image has, or None when it depends on the image."""
         return self.size if self.resize_mode in ("short_side_center_crop", "exact") else None
 
+    @property
+    def max_input_hw(self) -> tuple[int, int]:
+        """The largest (H, W) any image can preprocess to (either orientation for keep-ratio resizing)."""
+        if self.fixed_input_size is not None:
+            return self.fixed_input_size
+        divisor = max(self.pad_divisor, 1)
+        side = -(-max(self.size) // divisor) * divisor
+        return side, side
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 

@@ -12,16 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
+from service.admission import MIB, MemoryBudget
 from service.errors import ServiceError
-from service.logging_setup import request_id_var
+from service.guard import RequestGuard
 from service.metrics import Metrics
 from service.model_runtime import ModelManager
 from service.repository import RepositoryConfig, load_repository
-from service.request_context import RequestContextMiddleware
+from service.request_context import RequestContextMiddleware, error_body
 from service.settings import ServerSettings
 
 log = logging.getLogger("paca.server")
@@ -35,7 +36,8 @@ Serves PaCa-ViT classification, detection and segmentation models with a dynamic
 * `/v2/...`: KServe v2 / Open Inference Protocol (Triton-compatible: binary tensors, `/config`, `/stats`,
   classification extension) for tritonclient and perf_analyzer.
 
-Errors are `{"error": "..."}` with a 4xx/5xx status; every response carries `X-Request-ID`.
+Errors are `{"error": "...", "request_id": "..."}` with a 4xx/5xx status; every response carries
+`X-Request-ID`. With API keys configured, send `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 """
 
 
@@ -69,6 +71,7 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
     app.state.settings = settings
     app.state.manager = manager
     app.state.metrics = metrics
+    app.state.memory_budget = MemoryBudget(settings.max_inflight_memory_mb * MIB)
 
     from service.api import ops, rest, v2_http
 
@@ -76,7 +79,8 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
     app.include_router(rest.router)
     app.include_router(v2_http.router)
     _install_error_handlers(app)
-    _install_request_ids(app)
+    app.add_middleware(RequestGuard, settings=settings)
+    app.add_middleware(RequestContextMiddleware, observe=_observe)  # outermost: every answer gets an id
     return app
 
 
@@ -86,47 +90,39 @@ async def _start_models(app: FastAPI, manager: ModelManager, settings: ServerSet
             from service.api.v2_grpc import start_grpc_server
 
             servers.append(await start_grpc_server(app, settings.host, settings.grpc_port))
-        await manager.start()
-    except Exception:
-        log.exception("model loading failed")
-        if settings.exit_on_error:
-            log.error("exiting: a model failed to load (set PACA_EXIT_ON_ERROR=false to stay up, never ready)")
-            os.kill(os.getpid(), signal.SIGTERM)
+        await manager.start(exit_on_error=settings.exit_on_error)
+    except Exception as exc:
+        log.error("exiting: a model failed to load: %s (set PACA_EXIT_ON_ERROR=false to serve the others)", exc)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    if manager.failed:
+        log.error("serving %d of %d models; failed: %s", len(manager.models) - len(manager.failed),
+                  len(manager.models), ", ".join(sorted(manager.failed)))
         return
     log.info("ready: %d models on http://%s:%s", len(manager.models), settings.host, settings.port)
 
 
-def _error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    request_id = request_id_var.get()
-    return JSONResponse({"error": message, "request_id": request_id}, status_code=status, headers=headers)
+def _error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(message), status_code=status, headers=headers, media_type="application/json")
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    async def service_error(request: Request, exc: ServiceError) -> Response:
         if exc.status_code >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message)
         return _error_response(request, exc.status_code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         return _error_response(request, 400, f"invalid request: {problems}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         return _error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error_response(request, 500, f"internal error: {type(exc).__name__}")
-
-
-def _install_request_ids(app: FastAPI) -> None:
-    app.add_middleware(RequestContextMiddleware, observe=_observe)
 
 
 def _observe(scope: Scope, status: int, duration_s: float) -> None:

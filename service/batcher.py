@@ -10,9 +10,11 @@ Semantics (documented in docs/api.md, after Triton's dynamic batcher and queue p
   preprocess to the same size; the others run in their own batches — never padded, since PaCa's
   features depend on padding. Models declared unbatchable (detection: one image per run,
   contract 1) run one request at a time.
-- The queue is bounded: at `max_queue_size` waiting requests a new one is rejected at once (503 +
-  Retry-After). A request still queued when its deadline passes is answered 504; once it runs it
-  finishes.
+- The queue is bounded: at `max_queue_size` waiting (or reserved) requests a new one is rejected at
+  once (503 + Retry-After). Callers that must decode images first reserve their places before decoding
+  (`reserve`), so a request admitted is never refused afterwards, and one that can never fit (more
+  images than the queue holds) is a 400. A request still queued when its deadline passes is answered
+  504; once it runs it finishes. The deadline counts from the request's arrival, decoding included.
 - Draining (shutdown): new requests get 503, queued and running ones complete.
 """
 
@@ -50,6 +52,30 @@ class QueuedRequest:
     future: asyncio.Future
     enqueued_ns: int = field(default_factory=time.monotonic_ns)
     state: str = "queued"  # queued → running | expired | cancelled
+
+
+class Reservation:
+    """Places in a batcher's queue held for one request's images while they are decoded."""
+
+    def __init__(self, batcher: DynamicBatcher, count: int) -> None:
+        self._batcher = batcher
+        self.remaining = count
+
+    def take(self) -> None:
+        if self.remaining <= 0:
+            raise RuntimeError("no reserved place left")
+        self.remaining -= 1
+        self._batcher._reserved -= 1
+
+    def release(self) -> None:
+        self._batcher._reserved -= self.remaining
+        self.remaining = 0
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass
@@ -97,6 +123,7 @@ class DynamicBatcher:
         self._free: asyncio.Queue[_Instance] | None = None
         self._scheduler: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
+        self._reserved = 0
         self._draining = False
 
     # ----------------------------------------------------------------------------------------- lifecycle
@@ -134,6 +161,28 @@ class DynamicBatcher:
     def pending(self) -> int:
         return len(self._queue)
 
+    def reserve(self, count: int) -> Reservation:
+        """Hold `count` places in the queue (one per image) before the images are decoded.
+
+        More than the queue can ever hold is the client's problem (400); a queue without room now is the
+        server's (503 + Retry-After).
+        """
+        self._check_accepting()
+        limit = self.config.max_queue_size
+        if count > limit:
+            raise BadRequest(f"{count} images in one request exceed model {self.model_name!r}'s queue of {limit}; "
+                             f"send at most {limit} per request")
+        if len(self._queue) + self._reserved + count > limit:
+            self.stats.record_failure(0, "REJECTED")
+            raise QueueFull(f"model {self.model_name!r}: queue is full ({limit} waiting requests)",
+                            retry_after_s=self._drain_estimate_s())
+        self._reserved += count
+        return Reservation(self, count)
+
+    def _check_accepting(self) -> None:
+        if self._draining or self._scheduler is None:
+            raise NotReady(f"model {self.model_name!r} is not accepting requests (shutting down or not started)")
+
     # ------------------------------------------------------------------------------------------- submit
     async def submit(
         self,
@@ -141,22 +190,28 @@ class DynamicBatcher:
         output_names: Sequence[str],
         *,
         timeout_s: float | None = None,
+        arrived: float | None = None,
+        reservation: Reservation | None = None,
     ) -> dict[str, np.ndarray]:
         """Queue one request (leading dim = its samples) and wait for its outputs.
 
-        `timeout_s` may lower the model's queue timeout when the repository allows overrides.
+        `timeout_s` may lower the model's queue timeout when the repository allows overrides; the deadline
+        counts from `arrived` (time.monotonic() when the request came in; default now). With a
+        `reservation` the request takes one of its places instead of needing a free one.
         """
         started = time.monotonic_ns()
-        if self._draining or self._scheduler is None:
-            raise NotReady(f"model {self.model_name!r} is not accepting requests (shutting down or not started)")
         batch_size = self._validate(inputs)
-        if len(self._queue) >= self.config.max_queue_size:
-            self.stats.record_failure(0, "REJECTED")
-            raise QueueFull(
-                f"model {self.model_name!r}: queue is full ({self.config.max_queue_size} waiting requests)",
-                retry_after_s=self._drain_estimate_s(),
-            )
-        deadline = self._deadline(timeout_s)
+        if reservation is not None:
+            reservation.take()
+        else:
+            self._check_accepting()
+            if len(self._queue) + self._reserved >= self.config.max_queue_size:
+                self.stats.record_failure(0, "REJECTED")
+                raise QueueFull(
+                    f"model {self.model_name!r}: queue is full ({self.config.max_queue_size} waiting requests)",
+                    retry_after_s=self._drain_estimate_s(),
+                )
+        deadline = self._deadline(timeout_s, time.monotonic() if arrived is None else arrived)
         loop = asyncio.get_running_loop()
         request = QueuedRequest(
             inputs=inputs,
@@ -201,14 +256,14 @@ class DynamicBatcher:
         """Whole seconds until the current queue is likely worked off (Retry-After), at least 1."""
         # compute_infer is recorded per request, so its mean is the duration of the batch a request ran in.
         per_batch_s = self.stats.compute_infer.ns / max(self.stats.compute_infer.count, 1) / 1e9
-        batches = len(self._queue) / max(self.max_batch_size, 1) / len(self._instances)
+        batches = (len(self._queue) + self._reserved) / max(self.max_batch_size, 1) / len(self._instances)
         return max(1, math.ceil(batches * per_batch_s))
 
-    def _deadline(self, timeout_s: float | None) -> float | None:
+    def _deadline(self, timeout_s: float | None, arrived: float) -> float | None:
         configured = self.config.queue_timeout_ms / 1000.0 if self.config.queue_timeout_ms > 0 else None
         if timeout_s is not None and self.config.allow_timeout_override:
             configured = timeout_s if configured is None else min(configured, timeout_s)
-        return None if configured is None else time.monotonic() + configured
+        return None if configured is None else arrived + configured
 
     async def _wait(self, request: QueuedRequest) -> dict[str, np.ndarray]:
         if request.deadline is None:

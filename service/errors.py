@@ -30,6 +30,26 @@ class PayloadTooLarge(ServiceError):
     grpc_code = "INVALID_ARGUMENT"
 
 
+class RequestTimeout(ServiceError):
+    """The client did not send its request (headers or body) in time."""
+
+    status_code = 408
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class Unauthenticated(ServiceError):
+    status_code = 401
+    grpc_code = "UNAUTHENTICATED"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    grpc_code = "PERMISSION_DENIED"
+
+
 class UnsupportedMediaType(ServiceError):
     status_code = 415
     grpc_code = "INVALID_ARGUMENT"
@@ -68,3 +88,27 @@ class QueueTimeout(ServiceError):
 class BackendFailure(ServiceError):
     status_code = 500
     grpc_code = "INTERNAL"
+
+
+class BadGateway(ServiceError):
+    """A remote backend failed or could not be reached."""
+
+    status_code = 502
+    grpc_code = "UNAVAILABLE"
+
+
+class GatewayTimeout(ServiceError):
+    """A remote backend did not answer in time."""
+
+    status_code = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class Overloaded(ServiceError):
+    """The server is at its in-flight request or memory limit: retry shortly."""
+
+    status_code = 503
+    grpc_code = "UNAVAILABLE"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})

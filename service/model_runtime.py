@@ -12,7 +12,7 @@ import numpy as np
 from export.metadata import ArtifactMetadata
 from models.tasks import cluster_stage
 from service.backends import Backend, TensorSpec, create_backend
-from service.batcher import DynamicBatcher
+from service.batcher import DynamicBatcher, Reservation
 from service.errors import BadRequest, ModelNotFound, NotReady
 from service.metrics import Metrics
 from service.prepare import prepare_decoded, synthetic_image
@@ -180,20 +180,43 @@ class ServedModel:
         }
 
     # ------------------------------------------------------------------------------------------- infer
+    def reserve(self, count: int) -> Reservation:
+        """Hold `count` places in the model's queue while a request's images are decoded (see DynamicBatcher)."""
+        if not self.ready or self.batcher is None:
+            raise NotReady(f"model {self.name!r} is not ready")
+        return self.batcher.reserve(count)
+
     async def infer(
-        self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str], *, timeout_s: float | None = None
+        self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str], *, timeout_s: float | None = None,
+        arrived: float | None = None, reservation: Reservation | None = None,
     ) -> dict[str, np.ndarray]:
         if not self.ready or self.batcher is None:
             raise NotReady(f"model {self.name!r} is not ready")
-        return await self.batcher.submit(inputs, output_names, timeout_s=timeout_s)
+        return await self.batcher.submit(inputs, output_names, timeout_s=timeout_s, arrived=arrived,
+                                         reservation=reservation)
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded or warmed up."""
 
 
 class ModelManager:
-    """All served models; the server is ready when every one of them has loaded and warmed up."""
+    """All served models. The server is ready when every model has loaded and warmed up, and until shutdown
+    starts. A model that fails to load either stops the server (`exit_on_error`) or leaves the others
+    serving while readiness names it."""
 
     def __init__(self, repository: RepositoryConfig, *, metrics: Metrics | None = None) -> None:
         self.models: dict[str, ServedModel] = {m.name: ServedModel(m, metrics=metrics) for m in repository.models}
-        self.ready = False
+        self.started = False
+        self.shutting_down = False
+
+    @property
+    def ready(self) -> bool:
+        return self.started and not self.shutting_down and all(m.ready for m in self.models.values())
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {name: model.error for name, model in self.models.items() if model.error}
 
     def get(self, name: str, *, task: str | None = None, ready: bool = True) -> ServedModel:
         model = self.models.get(name)
@@ -201,24 +224,36 @@ class ModelManager:
             known = ", ".join(sorted(self.models)) or "none"
             raise ModelNotFound(f"unknown model {name!r}; served models: {known}")
         if ready and not model.ready:
-            raise NotReady(f"model {name!r} is not ready (loading or warming up)")
+            reason = f"failed to load: {model.error}" if model.error else "loading or warming up"
+            raise NotReady(f"model {name!r} is not ready ({reason})")
         if task is not None and model.info is not None and model.task != task:
             verb = model.info.task_spec.verb
             raise BadRequest(f"model {name!r} is a {model.task} model; use /v1/models/{name}/{verb}")
         return model
 
-    async def start(self) -> None:
-        """Load and warm up every model (in worker threads), then report ready."""
+    async def start(self, *, exit_on_error: bool = True) -> None:
+        """Load and warm up every model (in worker threads). A failure is recorded on its model; with
+        `exit_on_error` it is raised as ModelLoadError after being logged."""
         for model in self.models.values():
-            await asyncio.to_thread(model.load)
-            model.start()
-        for model in self.models.values():
-            runs = await asyncio.to_thread(model.warmup)
+            try:
+                await asyncio.to_thread(model.load)
+                model.start()
+                runs = await asyncio.to_thread(model.warmup)
+            except Exception as exc:
+                model.error = f"{type(exc).__name__}: {exc}"
+                log.error("model %s failed to load: %s", model.name, model.error, exc_info=True)
+                if exit_on_error:
+                    raise ModelLoadError(f"model {model.name!r}: {model.error}") from exc
+                continue
             model.ready = True
             log.info("model %s ready after %d warm-up runs", model.name, runs)
-        self.ready = True
+        self.started = True
+
+    def begin_shutdown(self) -> None:
+        """Readiness turns false at once (load balancers stop sending); requests are still served."""
+        self.shutting_down = True
 
     async def stop(self, drain_timeout_s: float) -> None:
-        self.ready = False
+        self.shutting_down = True
         await asyncio.gather(*(m.drain(drain_timeout_s) for m in self.models.values()))
         await asyncio.gather(*(m.stop() for m in self.models.values()))

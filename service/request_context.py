@@ -1,7 +1,10 @@
-"""Request ids, access logs and per-route latency as a plain ASGI middleware.
+"""Request ids, access logs, per-route latency and the last line of defence against unexpected errors, as a
+plain ASGI middleware (outermost).
 
 Starlette's `BaseHTTPMiddleware` (`@app.middleware("http")`) runs every request through an extra task
-and memory stream; a load profile showed it on every request. This wraps `send` instead.
+and memory stream; a load profile showed it on every request. This wraps `send` instead. An exception
+no handler turned into a response becomes a 500 `{"error", "request_id"}` here, inside the request's
+context, so it carries its `X-Request-ID` like every other answer.
 """
 
 from __future__ import annotations
@@ -9,14 +12,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logging_setup import request_id_var
 
 access_log = logging.getLogger("paca.access")
+log = logging.getLogger("paca.server")
 
 Observer = Callable[[Scope, int, float], None]
 
@@ -26,8 +31,23 @@ def choose_request_id(incoming: str) -> str:
     return incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
 
 
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message, "request_id": request_id_var.get()})
+
+
+async def send_error(scope: Scope, receive: Receive, send: Send, status: int, message: str,
+                     headers: Mapping[str, str] | None = None) -> None:
+    """Answer with the JSON error body every error of this server has."""
+    body = error_body(message)
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class RequestContextMiddleware:
-    """Sets the request-id context, adds `X-Request-ID` to the response, logs and observes latency."""
+    """Sets the request-id context, adds `X-Request-ID` to the response, logs, observes latency, and turns an
+    unhandled exception into a 500 with the request id."""
 
     def __init__(self, app: ASGIApp, observe: Observer) -> None:
         self.app = app
@@ -41,16 +61,24 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
+        response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if response_started:
+                raise
+            await send_error(scope, receive, send_with_id, 500, "internal error; the server log has the details "
+                             f"under request id {request_id}")
         finally:
             duration = time.perf_counter() - started
             self.observe(scope, status, duration)

@@ -24,6 +24,7 @@ def serve(
     import uvicorn
 
     from service.app import create_app
+    from service.http_server import GracefulServer, header_timeout_protocol
     from service.logging_setup import configure_logging
     from service.settings import ServerSettings
 
@@ -36,12 +37,17 @@ def serve(
     settings = ServerSettings(**overrides)
     configure_logging(settings.log_level, settings.log_json)
     application = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=settings.host,
         port=settings.port,
+        http=header_timeout_protocol(settings.header_timeout_s),
         log_config=None,
         access_log=False,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         timeout_graceful_shutdown=int(settings.exit_timeout_s) or None,
-        limit_concurrency=None,
+        backlog=settings.backlog,
     )
+    server = GracefulServer(config, on_shutdown_signal=application.state.manager.begin_shutdown,
+                            delay_s=settings.shutdown_delay_s)
+    server.run()

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 
+import orjson
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 
 from service.api.schemas import ImagesRequest
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.errors import BadRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from service.settings import ServerSettings
 
 IMAGE_BODY_TYPES = ("application/octet-stream",)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) anything over `limit` bytes before reading it all."""
+    """The whole body, refusing (413) anything over `limit` bytes before reading it all (the request guard
+    enforces the server-wide limit and the body deadline on every body, chunked ones too)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
@@ -59,13 +60,11 @@ async def read_images(request: Request, settings: ServerSettings) -> list[bytes]
 
 
 async def _from_multipart(request: Request, settings: ServerSettings) -> list[bytes]:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > settings.max_request_bytes:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {settings.max_request_bytes}")
     try:
-        form = await request.form(
-            max_files=settings.max_images_per_request, max_fields=100, max_part_size=settings.max_request_bytes
-        )
+        form = await request.form(max_files=settings.max_images_per_request, max_fields=settings.max_multipart_parts,
+                                  max_part_size=settings.max_request_bytes)
+    except ServiceError:  # the guard's size or time limit, raised while the body streams in
+        raise
     except Exception as exc:  # starlette raises MultiPartException / HTTPException for malformed bodies
         raise BadRequest(f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
     try:
@@ -85,8 +84,8 @@ async def _from_multipart(request: Request, settings: ServerSettings) -> list[by
 
 def _from_json(body: bytes) -> list[bytes]:
     try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        payload = orjson.loads(body)  # nesting deeper than 1024 levels is refused, not recursed into
+    except orjson.JSONDecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     try:
         request = ImagesRequest.model_validate(payload)

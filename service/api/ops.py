@@ -15,10 +15,18 @@ async def live() -> JSONResponse:
     return JSONResponse({"live": True})
 
 
-@router.get("/v2/health/ready", summary="Readiness: 200 once every model is loaded and warmed up; 503 otherwise")
+@router.get("/v2/health/ready", summary="Readiness: 200 once every model is loaded and warmed up, until shutdown "
+            "starts; 503 otherwise (naming models that failed to load)")
 async def ready(request: Request) -> JSONResponse:
-    is_ready = bool(request.app.state.manager.ready)
-    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+    manager = request.app.state.manager
+    if manager.ready:
+        return JSONResponse({"ready": True})
+    body: dict[str, object] = {"ready": False}
+    if manager.failed:
+        body["failed"] = manager.failed
+    if manager.shutting_down:
+        body["shutting_down"] = True
+    return JSONResponse(body, status_code=503)
 
 
 @router.get("/metrics", summary="Prometheus metrics (Triton nv_* names + latency/batch histograms)")

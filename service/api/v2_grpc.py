@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from google.protobuf import json_format
 
 from export.triton_proto import model_config_pb2
+from service.auth import ApiKeyInterceptor
 from service.errors import ServiceError
 from service.grpc_gen import grpc_service_pb2 as pb
 from service.grpc_gen import grpc_service_pb2_grpc as pb_grpc
@@ -101,12 +102,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         token = request_id_var.set(request.id or uuid.uuid4().hex)
         started = time.perf_counter()
         status = "OK"
+        state = self.app.state
         try:
             infer_request = codec.decode_grpc(request)
-            settings = self.app.state.settings
             _, outputs = await inference.infer(
-                self.manager, self.app.state.pool, request.model_name, request.model_version, infer_request,
-                max_image_pixels=settings.max_image_pixels,
+                self.manager, state.pool, request.model_name, request.model_version, infer_request,
+                settings=state.settings, budget=state.memory_budget, arrived=time.monotonic(),
             )
             response = pb.ModelInferResponse(model_name=request.model_name,
                                              model_version=request.model_version or "1", id=request.id)
@@ -114,6 +115,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except ServiceError as exc:
             status = exc.grpc_code
             await self._abort(context, exc)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            status = "INTERNAL"
+            log.exception("grpc ModelInfer %s failed", request.model_name)
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"internal error (request id {request_id_var.get()}); see the server log")
         finally:
             duration = time.perf_counter() - started
             if request.model_name in self.manager.models:
@@ -126,7 +134,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 async def start_grpc_server(app: FastAPI, host: str, port: int) -> grpc.aio.Server:
     settings = app.state.settings
-    server = grpc.aio.server(options=[
+    interceptors = [ApiKeyInterceptor(settings)] if settings.api_keys else []
+    server = grpc.aio.server(interceptors=interceptors, options=[
         ("grpc.max_receive_message_length", settings.max_request_bytes),
         ("grpc.max_send_message_length", 256 << 20),
     ])

@@ -7,12 +7,14 @@ model descriptions `service.v2.model_config`. Errors are `{"error": "..."}`.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from service.api.images import read_body
+from service.runner import in_pool
 from service.v2 import codec, inference
 from service.v2.model_config import (
     EXTENSIONS,
@@ -24,6 +26,7 @@ from service.v2.model_config import (
 )
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+LARGE_BODY = 256 << 10
 
 
 def _manager(request: Request):
@@ -74,11 +77,21 @@ async def model_stats(name: str, request: Request, version: str | None = None) -
 @router.post("/models/{name}/infer", summary="Inference (JSON or binary tensor data)")
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference (versioned)")
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
-    settings = request.app.state.settings
-    inference.find_model(_manager(request), name, version)  # unknown model → 404 before reading the body
-    body = await read_body(request, settings.max_request_bytes)
-    infer_request = codec.decode_http(body, request.headers.get(codec.HEADER_LENGTH))
-    _, outputs = await inference.infer(_manager(request), request.app.state.pool, name, version, infer_request,
-                                       max_image_pixels=settings.max_image_pixels)
+    arrived = time.monotonic()
+    state = request.app.state
+    model = inference.find_model(_manager(request), name, version)  # unknown model → 404 before reading the body
+    model.reserve(1).release()  # a full queue refuses before the body is read
+    body = await read_body(request, state.settings.max_request_bytes)
+    header_length = request.headers.get(codec.HEADER_LENGTH)
+    cost = state.memory_budget.acquire(2 * len(body))  # the body and the tensor made from it
+    try:
+        if len(body) > LARGE_BODY:  # JSON parsing of big bodies stays off the event loop
+            infer_request = await in_pool(state.pool, codec.decode_http, body, header_length)
+        else:
+            infer_request = codec.decode_http(body, header_length)
+        _, outputs = await inference.infer(_manager(request), state.pool, name, version, infer_request,
+                                           settings=state.settings, budget=state.memory_budget, arrived=arrived)
+    finally:
+        state.memory_budget.release(cost)
     content, headers = codec.encode_http(name, version, infer_request, outputs)
     return Response(content, headers=headers)

@@ -5,6 +5,10 @@ Options: url (required, e.g. http://triton:8000), model (remote name; default: t
 version, timeout_s (default 60). The model's self-description (paca.* metadata) comes from the remote
 /config `parameters` (PaCa Serve and `paca export-triton` repositories put it there) or, failing that,
 from the local ONNX `artifact`.
+
+Remote failures keep their meaning for the client: a remote 400/413 is the request's fault and is
+answered the same; a full remote queue (503) is a 503 with the remote's Retry-After; a remote 504 or no
+answer within timeout_s is a 504; anything else, and a remote that cannot be reached, is a 502 naming it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 from export.metadata import onnx_props
 from export.triton_config import metadata_from_parameters
 from service.backends.base import V2_DATATYPES, Backend, TensorSpec
+from service.errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge, QueueFull, ServiceError
 from service.repository import ModelConfig
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -68,10 +73,17 @@ class RemoteTritonBackend(Backend):
             chunks.append(data)
         header = json.dumps({"inputs": tensors, "outputs": [
             {"name": name, "parameters": {"binary_data": True}} for name in output_names]}).encode()
-        response = self.client.post(self._infer_path, content=header + b"".join(chunks), headers={
-            "Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))})
+        try:
+            response = self.client.post(self._infer_path, content=header + b"".join(chunks), headers={
+                "Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))})
+        except httpx.TimeoutException:
+            raise GatewayTimeout(f"remote model {self.remote_model!r} at {self.client.base_url} did not answer "
+                                 f"within {self.client.timeout.read:g} s") from None
+        except httpx.TransportError as exc:
+            raise BadGateway(f"remote model {self.remote_model!r}: cannot reach {self.client.base_url}: "
+                             f"{type(exc).__name__}") from None
         if response.status_code != 200:
-            raise RemoteInferenceError(f"remote inference failed: {response.status_code} {_error_text(response)}")
+            raise remote_error(self.remote_model, response)
         return _decode_response(response)
 
 
@@ -92,6 +104,22 @@ def _decode_response(response: httpx.Response) -> dict[str, np.ndarray]:
             array = np.asarray(output["data"], dtype=dtype).reshape(shape)
         outputs[output["name"]] = array.astype(dtype.newbyteorder("="))
     return outputs
+
+
+def remote_error(model: str, response: httpx.Response) -> ServiceError:
+    """The service error that tells the client what the remote answer meant."""
+    message = f"remote model {model!r} answered {response.status_code}: {_error_text(response)}"
+    status = response.status_code
+    if status in (400, 422):
+        return BadRequest(message)
+    if status == 413:
+        return PayloadTooLarge(message)
+    if status == 503:
+        retry_after = response.headers.get("retry-after", "1")
+        return QueueFull(message, retry_after_s=int(retry_after) if retry_after.isdigit() else 1)
+    if status == 504:
+        return GatewayTimeout(message)
+    return BadGateway(message)
 
 
 def _error_text(response: httpx.Response) -> str:

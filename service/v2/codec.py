@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.backends.base import V2_DATATYPES
 from service.errors import BadRequest
 
 HEADER_LENGTH = "inference-header-content-length"
+MAX_RANK = 8  # no PaCa model has tensors of more dimensions
 GRPC_CONTENT_FIELDS = {
     "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
     "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
@@ -29,11 +30,18 @@ GRPC_CONTENT_FIELDS = {
 
 @dataclass
 class InferInput:
+    """One input as it arrived: its declared name, datatype and shape, and its data not yet turned into an
+    array — that allocates, so it happens only after the shape was checked against the model (`array`)."""
+
     name: str
     datatype: str
     shape: list[int]
-    array: np.ndarray | None = None  # numeric tensors
+    raw: bytes | None = None  # binary tensor data (HTTP binary extension, gRPC raw contents)
+    data: object = None  # JSON `data` or gRPC typed contents
     elements: list[bytes] | None = None  # BYTES tensors
+
+    def array(self) -> np.ndarray:
+        return numeric_array(self.name, self.datatype, self.shape, data=self.data, raw=self.raw)
 
 
 @dataclass
@@ -165,54 +173,92 @@ def timeout_us(parameters: object) -> float | None:
 
 # ------------------------------------------------------------------------------------------------ HTTP
 def decode_http(body: bytes, header_length: str | None) -> InferRequest:
-    """An HTTP infer body: a JSON header, optionally followed by binary tensor data."""
+    """An HTTP infer body: a JSON header, optionally followed by binary tensor data. Every field is checked
+    for its type before it is used."""
     header, binary = _split_body(body, header_length)
+    parameters = _object(header.get("parameters"), "'parameters'")
     raw_inputs = header.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("'inputs' must be a non-empty list")
-    inputs, offset = [], 0
+    inputs, offset, seen = [], 0, set()
     for position, item in enumerate(raw_inputs):
         if not isinstance(item, dict):
             raise BadRequest(f"inputs[{position}] must be an object")
         name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
         if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list):
             raise BadRequest(f"inputs[{position}] needs 'name' (string), 'datatype' (string) and 'shape' (list)")
-        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise BadRequest(f"input {name!r}: shape {shape} must be a list of non-negative integers")
-        parameters = item.get("parameters") or {}
+        if name in seen:
+            raise BadRequest(f"input {name!r} is given twice")
+        seen.add(name)
+        check_shape(name, shape)
+        input_parameters = _object(item.get("parameters"), f"input {name!r}: 'parameters'")
         raw = None
-        if "binary_data_size" in parameters:
-            size = parameters["binary_data_size"]
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise BadRequest(f"input {name!r}: binary_data_size {size} exceeds the {len(binary) - offset} "
-                                 "binary bytes left in the body")
+        if "binary_data_size" in input_parameters:
+            size = input_parameters["binary_data_size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+                raise BadRequest(f"input {name!r}: binary_data_size {size!r} must be a byte count within the "
+                                 f"{len(binary) - offset} binary bytes left in the body")
             raw, offset = binary[offset:offset + size], offset + size
         if datatype == "BYTES":
             elements = (split_bytes_elements(name, raw, shape) if raw is not None
                         else json_bytes_elements(name, item.get("data"), shape))
             inputs.append(InferInput(name, datatype, shape, elements=elements))
         else:
-            array = numeric_array(name, datatype, shape, data=item.get("data"), raw=raw)
-            inputs.append(InferInput(name, datatype, shape, array=array))
+            if datatype not in V2_DATATYPES:
+                raise BadRequest(f"input {name!r}: unsupported datatype {datatype!r}")
+            if raw is None and "data" not in item:
+                raise BadRequest(f"input {name!r} has neither 'data' nor binary data")
+            inputs.append(InferInput(name, datatype, shape, raw=raw, data=item.get("data")))
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
-    parameters = header.get("parameters") or {}
-    requested = None
-    if header.get("outputs"):
-        requested = []
-        for item in header["outputs"]:
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                raise BadRequest("each of 'outputs' needs a 'name'")
-            params = item.get("parameters") or {}
-            classification = params.get("classification")
-            if classification is not None and (not isinstance(classification, int) or isinstance(classification,
-                                                                                                   bool)):
-                raise BadRequest(f"output {item['name']!r}: 'classification' must be an integer")
-            binary_flag = params.get("binary_data")
-            requested.append(RequestedOutput(item["name"], classification,
-                                             bool(binary_flag) if binary_flag is not None else None))
-    return InferRequest(inputs, requested, id=header.get("id"), timeout_us=timeout_us(parameters),
-                        binary_default=bool(parameters.get("binary_data_output", False)), parameters=parameters)
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest("'id' must be a string")
+    binary_output = parameters.get("binary_data_output", False)
+    if not isinstance(binary_output, bool):
+        raise BadRequest("parameter 'binary_data_output' must be true or false")
+    return InferRequest(inputs, _requested_outputs(header.get("outputs")), id=request_id,
+                        timeout_us=timeout_us(parameters), binary_default=binary_output, parameters=parameters)
+
+
+def _object(value: object, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be an object")
+    return value
+
+
+def _requested_outputs(raw: object) -> list[RequestedOutput] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise BadRequest("'outputs' must be a list of objects")
+    if not raw:
+        return None
+    requested, seen = [], set()
+    for position, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BadRequest(f"outputs[{position}] must be an object with a 'name' (string)")
+        name = item["name"]
+        if name in seen:
+            raise BadRequest(f"output {name!r} is requested twice")
+        seen.add(name)
+        params = _object(item.get("parameters"), f"output {name!r}: 'parameters'")
+        classification = params.get("classification")
+        if classification is not None and (not isinstance(classification, int) or isinstance(classification, bool)):
+            raise BadRequest(f"output {name!r}: 'classification' must be an integer")
+        binary_flag = params.get("binary_data")
+        if binary_flag is not None and not isinstance(binary_flag, bool):
+            raise BadRequest(f"output {name!r}: 'binary_data' must be true or false")
+        requested.append(RequestedOutput(name, classification, binary_flag))
+    return requested
+
+
+def check_shape(name: str, shape: Sequence[object]) -> None:
+    if len(shape) > MAX_RANK or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise BadRequest(f"input {name!r}: shape {list(shape)[:MAX_RANK + 1]} must be a list of at most {MAX_RANK} "
+                         "non-negative integers")
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -230,8 +276,8 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
                              "send a JSON header")
         json_part, binary = body[:length], body[length:]
     try:
-        header = json.loads(json_part)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        header = orjson.loads(json_part)  # nesting deeper than 1024 levels is refused, not recursed into
+    except orjson.JSONDecodeError as exc:
         raise BadRequest(f"inference request header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise BadRequest("inference request must be a JSON object")
@@ -262,7 +308,7 @@ def encode_http(model: str, version: str | None, request: InferRequest,
             entry["data"] = output.array.reshape(-1).tolist()
         entries.append(entry)
     header["outputs"] = entries
-    json_part = json.dumps(header, separators=(",", ":")).encode()
+    json_part = orjson.dumps(header)
     if not chunks:
         return json_part, {"content-type": "application/json"}
     return json_part + b"".join(chunks), {"content-type": "application/octet-stream",
@@ -280,11 +326,13 @@ def decode_grpc(message: Any) -> InferRequest:
     raw_contents = list(message.raw_input_contents)
     if raw_contents and len(raw_contents) != len(message.inputs):
         raise BadRequest(f"{len(raw_contents)} raw_input_contents for {len(message.inputs)} inputs")
-    inputs = []
+    inputs, seen = [], set()
     for index, tensor in enumerate(message.inputs):
         shape = [int(d) for d in tensor.shape]
-        if any(d < 0 for d in shape):
-            raise BadRequest(f"input {tensor.name!r}: shape {shape} must be non-negative")
+        check_shape(tensor.name, shape)
+        if tensor.name in seen:
+            raise BadRequest(f"input {tensor.name!r} is given twice")
+        seen.add(tensor.name)
         raw = raw_contents[index] if raw_contents else None
         if tensor.datatype == "BYTES":
             if raw is not None:
@@ -295,15 +343,20 @@ def decode_grpc(message: Any) -> InferRequest:
                     raise BadRequest(f"input {tensor.name!r}: {len(elements)} BYTES elements for shape {shape}")
             inputs.append(InferInput(tensor.name, "BYTES", shape, elements=elements))
             continue
+        if tensor.datatype not in V2_DATATYPES:
+            raise BadRequest(f"input {tensor.name!r}: unsupported datatype {tensor.datatype!r}")
         if raw is not None:
-            array = numeric_array(tensor.name, tensor.datatype, shape, raw=raw)
+            inputs.append(InferInput(tensor.name, tensor.datatype, shape, raw=raw))
         else:
             content_field = GRPC_CONTENT_FIELDS.get(tensor.datatype)
             if content_field is None:
                 raise BadRequest(f"input {tensor.name!r}: datatype {tensor.datatype!r} has no typed contents")
-            array = numeric_array(tensor.name, tensor.datatype, shape,
-                                  data=list(getattr(tensor.contents, content_field)))
-        inputs.append(InferInput(tensor.name, tensor.datatype, shape, array=array))
+            inputs.append(InferInput(tensor.name, tensor.datatype, shape,
+                                     data=getattr(tensor.contents, content_field)))
+    names = [o.name for o in message.outputs]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise BadRequest(f"outputs {duplicated} are requested twice")
     requested = [RequestedOutput(o.name, classification=_classification(o)) for o in message.outputs] or None
     parameters = {key: grpc_parameter(value) for key, value in message.parameters.items()}
     return InferRequest(inputs, requested, id=message.id or None, timeout_us=timeout_us(parameters),

@@ -7,15 +7,18 @@ shape [B] or [B, 1]) of encoded image files, which go through the same decode + 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 
 import numpy as np
 
+from service.admission import MemoryBudget
 from service.backends.base import v2_datatype
 from service.errors import BadRequest, ModelNotFound
 from service.model_runtime import ModelManager, ServedModel
-from service.runner import prepare_images
+from service.runner import admit, prepare_images
+from service.settings import ServerSettings
 from service.v2.codec import InferInput, InferOutput, InferRequest, RequestedOutput
 
 
@@ -35,7 +38,9 @@ def loaded_model(manager: ModelManager, name: str, version: str | None) -> Serve
 
 
 async def infer(manager: ModelManager, pool: Executor, model_name: str, version: str | None,
-                request: InferRequest, *, max_image_pixels: int) -> tuple[ServedModel, list[InferOutput]]:
+                request: InferRequest, *, settings: ServerSettings, budget: MemoryBudget,
+                arrived: float | None = None) -> tuple[ServedModel, list[InferOutput]]:
+    arrived = time.monotonic() if arrived is None else arrived
     model = find_model(manager, model_name, version)
     wanted = request.outputs or [RequestedOutput(name) for name in model.info.outputs]
     known = set(model.info.outputs)
@@ -44,10 +49,25 @@ async def infer(manager: ModelManager, pool: Executor, model_name: str, version:
             raise BadRequest(f"model {model_name!r} has no output {output.name!r}; outputs: {sorted(known)}")
         if output.classification is not None and output.classification < 1:
             raise BadRequest(f"output {output.name!r}: classification count must be ≥ 1")
-    pixel_values = await _pixel_values(model, pool, request.inputs, max_image_pixels)
     names = list(dict.fromkeys(output.name for output in wanted))
     timeout_s = request.timeout_us / 1e6 if request.timeout_us else None
-    results = await model.infer({"pixel_values": pixel_values}, names, timeout_s=timeout_s)
+    given = _single_input(request.inputs)
+    if given.datatype == "BYTES":
+        elements = _image_elements(model, given, settings)
+        element_names = [f"{given.name}[{i}]" for i in range(len(elements))]
+        with admit(model, elements, element_names, settings, budget, places=1) as reservation:
+            prepared = await prepare_images(pool, model, elements, max_pixels=settings.max_image_pixels,
+                                            names=element_names)
+            shapes = {p.pixel_values.shape for p in prepared}
+            if len(shapes) != 1:
+                raise BadRequest(f"the images preprocess to different sizes {sorted(s[2:] for s in shapes)} and "
+                                 "cannot form one tensor; send them in separate requests")
+            pixel_values = np.concatenate([p.pixel_values for p in prepared])
+            results = await model.infer({"pixel_values": pixel_values}, names, timeout_s=timeout_s,
+                                        arrived=arrived, reservation=reservation)
+    else:
+        pixel_values = _pixel_tensor(model, given)
+        results = await model.infer({"pixel_values": pixel_values}, names, timeout_s=timeout_s, arrived=arrived)
     outputs = []
     for output in wanted:
         array = results[output.name]
@@ -58,38 +78,51 @@ async def infer(manager: ModelManager, pool: Executor, model_name: str, version:
     return model, outputs
 
 
-async def _pixel_values(model: ServedModel, pool: Executor, inputs: list[InferInput], max_pixels: int) -> np.ndarray:
+def _single_input(inputs: list[InferInput]) -> InferInput:
     if len(inputs) != 1:
         names = [i.name for i in inputs]
         raise BadRequest(f"expected exactly one input ('pixel_values' FP32, or BYTES of encoded images), got {names}")
-    (given,) = inputs
-    if given.datatype == "BYTES":
-        return await _images_to_pixels(model, pool, given, max_pixels)
+    return inputs[0]
+
+
+def _image_elements(model: ServedModel, given: InferInput, settings: ServerSettings) -> list[bytes]:
+    if len(given.shape) not in (1, 2) or (len(given.shape) == 2 and given.shape[1] != 1):
+        raise BadRequest(f"BYTES input {given.name!r} must have shape [B] or [B, 1], got {given.shape}")
+    elements = given.elements or []
+    if not elements:
+        raise BadRequest(f"BYTES input {given.name!r} holds no image")
+    if len(elements) > model.max_batch_size:
+        raise BadRequest(f"{len(elements)} images exceed model {model.name!r} max_batch_size {model.max_batch_size}; "
+                         "split the request")
+    return elements
+
+
+def _pixel_tensor(model: ServedModel, given: InferInput) -> np.ndarray:
+    """The `pixel_values` tensor, its shape checked against the model's before any allocation."""
     if given.name != "pixel_values":
         raise BadRequest(f"unknown input {given.name!r}: send 'pixel_values' (FP32) or a BYTES tensor of images")
     spec = next(i for i in model.inputs() if i.name == "pixel_values")
     if given.datatype != spec.datatype:
         raise BadRequest(f"input 'pixel_values' must be {spec.datatype}, got {given.datatype}")
-    array = given.array
-    if array is None or array.ndim != len(spec.shape):
-        raise BadRequest(f"input 'pixel_values' must have shape {_shape_text(spec.shape)}, got {given.shape}")
-    for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
-        if axis > 0 and want != -1 and want != got:
-            raise BadRequest(f"input 'pixel_values' must have shape {_shape_text(spec.shape)}, got {given.shape}")
-    return np.ascontiguousarray(array, dtype=np.float32)
-
-
-async def _images_to_pixels(model: ServedModel, pool: Executor, given: InferInput, max_pixels: int) -> np.ndarray:
-    if len(given.shape) not in (1, 2) or (len(given.shape) == 2 and given.shape[1] != 1):
-        raise BadRequest(f"BYTES input {given.name!r} must have shape [B] or [B, 1], got {given.shape}")
-    elements = given.elements or []
-    names = [f"{given.name}[{i}]" for i in range(len(elements))]
-    prepared = await prepare_images(pool, model, elements, max_pixels=max_pixels, names=names)
-    shapes = {p.pixel_values.shape for p in prepared}
-    if len(shapes) != 1:
-        raise BadRequest(f"the images preprocess to different sizes {sorted(s[2:] for s in shapes)} and cannot form "
-                         "one tensor; send them in separate requests")
-    return np.concatenate([p.pixel_values for p in prepared])
+    expected = _shape_text(spec.shape)
+    if len(given.shape) != len(spec.shape):
+        raise BadRequest(f"input 'pixel_values' must have shape {expected}, got {given.shape}")
+    batch = given.shape[0]
+    if batch < 1:
+        raise BadRequest(f"input 'pixel_values' has batch {batch}; it must be at least 1")
+    if batch > model.max_batch_size:
+        raise BadRequest(f"batch of {batch} exceeds model {model.name!r} max_batch_size {model.max_batch_size}; "
+                         "split the request")
+    largest = model.info.preprocess.max_input_hw
+    for axis, (want, got) in enumerate(zip(spec.shape, given.shape, strict=True)):
+        if axis == 0:
+            continue
+        if want != -1 and want != got:
+            raise BadRequest(f"input 'pixel_values' must have shape {expected}, got {given.shape}")
+        if want == -1 and not 1 <= got <= max(largest):
+            raise BadRequest(f"input 'pixel_values' axis {axis} is {got}; this model takes 1 to {max(largest)} "
+                             f"(its preprocessing never produces more)")
+    return np.ascontiguousarray(given.array(), dtype=np.float32)
 
 
 def classification_output(name: str, array: np.ndarray, count: int, model: ServedModel) -> InferOutput:
