@@ -45,6 +45,11 @@ async def send_error(scope: Scope, receive: Receive, send: Send, status: int, me
     await send({"type": "http.response.body", "body": body})
 
 
+def draining(scope: Scope) -> bool:
+    manager = getattr(scope["app"].state, "manager", None)
+    return bool(manager is not None and manager.shutting_down)
+
+
 class RequestContextMiddleware:
     """Sets the request-id context, adds `X-Request-ID` to the response, logs, observes latency, and turns an
     unhandled exception into a 500 with the request id."""
@@ -68,7 +73,10 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                if draining(scope):  # clients stop reusing connections before the listener closes
+                    headers["Connection"] = "close"
             await send(message)
 
         try:
