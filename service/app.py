@@ -17,13 +17,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from service.admission import MIB, MemoryBudget
+from service.api.v2_fast import V2InferFastPath
 from service.errors import ServiceError
 from service.guard import RequestGuard
+from service.logging_setup import drain_logs
 from service.metrics import Metrics
 from service.model_runtime import ModelManager
 from service.repository import RepositoryConfig, load_repository
 from service.request_context import RequestContextMiddleware, error_body
 from service.settings import ServerSettings
+from service.timing import RequestTimings
 
 log = logging.getLogger("paca.server")
 access_log = logging.getLogger("paca.access")
@@ -66,8 +69,12 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
             await manager.stop(settings.exit_timeout_s)
             app.state.pool.shutdown(wait=True)
             log.info("stopped")
+            drain_logs()
 
-    app = FastAPI(title="PaCa Serve", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
+    # FastAPI's native OpenTelemetry hooks cost on every request even with no-op providers; off (Prometheus
+    # metrics and our own logs cover them).
+    app = FastAPI(title="PaCa Serve", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
     app.state.manager = manager
     app.state.metrics = metrics
@@ -79,6 +86,7 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
     app.include_router(rest.router)
     app.include_router(v2_http.router)
     _install_error_handlers(app)
+    app.add_middleware(V2InferFastPath)  # innermost: inside the guard and the request context
     app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(RequestContextMiddleware, observe=_observe)  # outermost: every answer gets an id
     return app
@@ -125,12 +133,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
 
-def _observe(scope: Scope, status: int, duration_s: float) -> None:
-    """Latency histogram per model and API, for inference routes only."""
+def _observe(scope: Scope, status: int, duration_s: float, timings: RequestTimings) -> None:
+    """Latency histograms per model and API (and per phase of the request line), for inference routes only."""
     parts = scope["path"].strip("/").split("/")
     if len(parts) >= 4 and parts[0] in ("v1", "v2") and parts[1] == "models" and scope["method"] == "POST":
         model = parts[2]
         if model in scope["app"].state.manager.models:
-            api = parts[-1]
-            scope["app"].state.metrics.request_latency.labels(model=model, api=f"{parts[0]}/{api}",
-                                                             status=str(status)).observe(duration_s)
+            api = f"{parts[0]}/{parts[-1]}"
+            metrics = scope["app"].state.metrics
+            metrics.request_latency.labels(model=model, api=api, status=str(status)).observe(duration_s)
+            for phase, seconds in timings.phases.items():
+                metrics.phase_latency.labels(model=model, api=api, phase=phase).observe(seconds)

@@ -2,7 +2,11 @@
 
 Semantics (documented in docs/api.md, after Triton's dynamic batcher and queue policy):
 - A batch closes as soon as it holds `max_batch_size` samples, or when its oldest request has waited
-  `max_queue_delay_ms` (0 = take what is queued right now, never wait).
+  `max_queue_delay_ms` (0 = take what is queued right now, never wait). With the default "adaptive"
+  policy it also closes at once when waiting cannot help: an instance is free and no other request is on
+  its way to this model (none has reserved a place while its body is read or its images decoded). So a
+  lone request never waits for company, and under load batches still fill. `policy: "delay"` keeps
+  Triton's behaviour (always wait up to the delay).
 - A batch is formed only when an instance is free, so under load batches grow instead of queueing
   small ones; each instance is one worker thread with its own session.
 - Only requests whose inputs have identical shapes/dtypes (after the batch dimension) and that ask for
@@ -36,6 +40,7 @@ from service.backends.base import Backend
 from service.errors import BackendFailure, BadRequest, NotReady, QueueFull, QueueTimeout, ServiceError
 from service.repository import BatchingConfig
 from service.stats import ModelStats
+from service.timing import RequestTimings
 
 log = logging.getLogger("paca.batcher")
 
@@ -48,10 +53,11 @@ class QueuedRequest:
     output_names: tuple[str, ...]
     batch_size: int
     key: GroupKey
-    deadline: float | None
     future: asyncio.Future
     enqueued_ns: int = field(default_factory=time.monotonic_ns)
     state: str = "queued"  # queued → running | expired | cancelled
+    timings: RequestTimings | None = None
+    expiry: asyncio.TimerHandle | None = None
 
 
 class Reservation:
@@ -192,6 +198,7 @@ class DynamicBatcher:
         timeout_s: float | None = None,
         arrived: float | None = None,
         reservation: Reservation | None = None,
+        timings: RequestTimings | None = None,
     ) -> dict[str, np.ndarray]:
         """Queue one request (leading dim = its samples) and wait for its outputs.
 
@@ -218,15 +225,17 @@ class DynamicBatcher:
             output_names=tuple(output_names),
             batch_size=batch_size,
             key=group_key(inputs, output_names),
-            deadline=deadline,
             future=loop.create_future(),
+            timings=timings,
         )
+        if deadline is not None:  # a timer, not a task per request: expires the request if still queued then
+            request.expiry = loop.call_later(max(deadline - time.monotonic(), 0.0), self._expire, request)
         self._queue.append(request)
         self.stats.pending = len(self._queue)
         assert self._arrival is not None
         self._arrival.set()
         try:
-            outputs = await self._wait(request)
+            outputs = await request.future
         except ServiceError as exc:
             reason = "REJECTED" if isinstance(exc, QueueTimeout | NotReady) else "BACKEND"
             self.stats.record_failure(time.monotonic_ns() - started, reason)
@@ -235,6 +244,9 @@ class DynamicBatcher:
             self._forget(request, "cancelled")
             self.stats.record_failure(time.monotonic_ns() - started, "CANCELED")
             raise
+        finally:
+            if request.expiry is not None:
+                request.expiry.cancel()
         self.stats.record_success(time.monotonic_ns() - started)
         return outputs
 
@@ -265,20 +277,13 @@ class DynamicBatcher:
             configured = timeout_s if configured is None else min(configured, timeout_s)
         return None if configured is None else arrived + configured
 
-    async def _wait(self, request: QueuedRequest) -> dict[str, np.ndarray]:
-        if request.deadline is None:
-            return await request.future
-        remaining = request.deadline - time.monotonic()
-        try:
-            return await asyncio.wait_for(asyncio.shield(request.future), max(remaining, 0.0))
-        except TimeoutError:
-            if request.state == "queued":
-                self._forget(request, "expired")
-                raise QueueTimeout(
-                    f"model {self.model_name!r}: request waited longer than its queue deadline "
-                    f"({self.config.queue_timeout_ms:g} ms or the request's timeout)"
-                ) from None
-            return await request.future  # already running: let it finish
+    def _expire(self, request: QueuedRequest) -> None:
+        """The request's deadline passed: answer 504 if it is still waiting (once running, it finishes)."""
+        if request.state == "queued" and not request.future.done():
+            self._forget(request, "expired")
+            request.future.set_exception(QueueTimeout(
+                f"model {self.model_name!r}: request waited longer than its queue deadline "
+                f"({self.config.queue_timeout_ms:g} ms or the request's timeout)"))
 
     def _forget(self, request: QueuedRequest, state: str) -> None:
         if request.state == "queued":
@@ -316,7 +321,8 @@ class DynamicBatcher:
             batch, samples = self._collect()
             close_at = self._queue[0].enqueued_ns + delay_ns
             now = time.monotonic_ns()
-            if samples >= self.max_batch_size or now >= close_at or self._draining:
+            nothing_on_its_way = self.config.policy == "adaptive" and self._reserved == 0
+            if samples >= self.max_batch_size or now >= close_at or self._draining or nothing_on_its_way:
                 break
             self._arrival.clear()
             with contextlib.suppress(TimeoutError):
@@ -362,6 +368,9 @@ class DynamicBatcher:
             if self._on_batch is not None:
                 self._on_batch(samples)
             for request, result in zip(batch, outputs, strict=True):
+                if request.timings is not None:
+                    request.timings.longest("queue", (started - request.enqueued_ns) / 1e9)
+                    request.timings.longest("inference", sum(timings) / 1e9)
                 if not request.future.done():
                     request.future.set_result(result)
         finally:

@@ -39,6 +39,14 @@ class Metrics:
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128),
             registry=self.registry,
         )
+        self.phase_latency = Histogram(
+            "paca_request_phase_seconds",
+            "Time a request spent in each phase of the request line (decode, preprocess, queue, inference, "
+            "postprocess), by model and API — the split the Server-Timing header shows.",
+            ["model", "api", "phase"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.queue_latency = Histogram(
             "paca_queue_duration_seconds",
             "Time requests waited in the batcher queue.",

@@ -18,6 +18,7 @@ from service.metrics import Metrics
 from service.prepare import prepare_decoded, synthetic_image
 from service.repository import ModelConfig, RepositoryConfig
 from service.stats import ModelStats
+from service.timing import RequestTimings
 
 log = logging.getLogger("paca.models")
 BANNER = "!" * 100
@@ -188,12 +189,12 @@ class ServedModel:
 
     async def infer(
         self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str], *, timeout_s: float | None = None,
-        arrived: float | None = None, reservation: Reservation | None = None,
+        arrived: float | None = None, reservation: Reservation | None = None, timings: RequestTimings | None = None,
     ) -> dict[str, np.ndarray]:
         if not self.ready or self.batcher is None:
             raise NotReady(f"model {self.name!r} is not ready")
         return await self.batcher.submit(inputs, output_names, timeout_s=timeout_s, arrived=arrived,
-                                         reservation=reservation)
+                                         reservation=reservation, timings=timings)
 
 
 class ModelLoadError(RuntimeError):

@@ -6,6 +6,7 @@ server feeds a model exactly what export and evaluation fed it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,18 +17,25 @@ from models.preprocess import ImageMeta, preprocess_image
 from service.decode import decode_image
 
 
-@dataclass(frozen=True)
+@dataclass
 class PreparedImage:
     """One decoded image and its model input (batch dimension of 1), with the geometry to map outputs back."""
 
     image: Image.Image
     pixel_values: np.ndarray  # (1, 3, H, W) float32
     meta: ImageMeta
+    decode_s: float = 0.0
+    preprocess_s: float = 0.0
 
 
 def prepare_image(data: bytes, info: ArtifactMetadata, *, max_pixels: int, what: str = "image") -> PreparedImage:
     """Decode `data` (4xx on anything that is not a usable image) and preprocess it for the model."""
-    return prepare_decoded(decode_image(data, max_pixels=max_pixels, what=what), info)
+    started = time.perf_counter()
+    image = decode_image(data, max_pixels=max_pixels, what=what)
+    decoded = time.perf_counter()
+    prepared = prepare_decoded(image, info)
+    prepared.decode_s, prepared.preprocess_s = decoded - started, time.perf_counter() - decoded
+    return prepared
 
 
 def prepare_decoded(image: Image.Image, info: ArtifactMetadata) -> PreparedImage:

@@ -36,6 +36,9 @@ class BatchingConfig(BaseModel):
     max_queue_size: int = Field(128, ge=1, description="requests waiting beyond this are rejected with 503")
     queue_timeout_ms: float = Field(30_000, ge=0, description="queue deadline; 0 = none. Expired → 504")
     allow_timeout_override: bool = Field(True, description="a request may lower (never raise) its deadline")
+    policy: Literal["adaptive", "delay"] = Field(
+        "adaptive", description="adaptive: close a batch at once when an instance is free and no other request "
+        "is on its way; delay: always wait up to max_queue_delay_ms (Triton's behaviour)")
 
 
 class WarmupConfig(BaseModel):

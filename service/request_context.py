@@ -1,5 +1,5 @@
-"""Request ids, access logs, per-route latency and the last line of defence against unexpected errors, as a
-plain ASGI middleware (outermost).
+"""Request ids, timings (`Server-Timing`), access logs, per-route latency and the last line of defence
+against unexpected errors, as a plain ASGI middleware (outermost).
 
 Starlette's `BaseHTTPMiddleware` (`@app.middleware("http")`) runs every request through an extra task
 and memory stream; a load profile showed it on every request. This wraps `send` instead. An exception
@@ -9,9 +9,10 @@ context, so it carries its `X-Request-ID` like every other answer.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 
 import orjson
@@ -19,16 +20,26 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logging_setup import request_id_var
+from service.timing import RequestTimings, request_timings
 
 access_log = logging.getLogger("paca.access")
 log = logging.getLogger("paca.server")
 
-Observer = Callable[[Scope, int, float], None]
+Observer = Callable[[Scope, int, float, RequestTimings], None]
+
+
+# Generated ids: a random per-process prefix and a counter — unique without a syscall per request.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def choose_request_id(incoming: str) -> str:
     """Keep a caller's id when it is short and printable, otherwise make one."""
-    return incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+    return incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else new_request_id()
 
 
 def error_body(message: str) -> bytes:
@@ -64,7 +75,9 @@ class RequestContextMiddleware:
             return
         request_id = choose_request_id(Headers(scope=scope).get("x-request-id", ""))
         token = request_id_var.set(request_id)
-        started = time.perf_counter()
+        timings = RequestTimings()
+        timings_token = request_timings.set(timings)
+        started = timings.started
         status = 500
         response_started = False
 
@@ -75,6 +88,7 @@ class RequestContextMiddleware:
                 response_started = True
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-ID"] = request_id
+                headers["Server-Timing"] = timings.header()
                 if draining(scope):  # clients stop reusing connections before the listener closes
                     headers["Connection"] = "close"
             await send(message)
@@ -89,10 +103,11 @@ class RequestContextMiddleware:
                              f"under request id {request_id}")
         finally:
             duration = time.perf_counter() - started
-            self.observe(scope, status, duration)
+            self.observe(scope, status, duration, timings)
             access_log.info(
                 "%s %s %d", scope["method"], scope["path"], status,
                 extra={"method": scope["method"], "path": scope["path"], "status": status,
                        "duration_ms": round(duration * 1000, 2), "request_id": request_id},
             )
+            request_timings.reset(timings_token)
             request_id_var.reset(token)

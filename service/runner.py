@@ -31,6 +31,7 @@ from service.model_runtime import ModelManager, ServedModel
 from service.prepare import PreparedImage, prepare_image
 from service.settings import ServerSettings
 from service.tasks import Encoded, TaskHandler, TaskParams, TaskRequest
+from service.timing import current
 
 T = TypeVar("T")
 
@@ -61,10 +62,15 @@ def admit(model: ServedModel, images: Sequence[bytes], names: Sequence[str], set
 async def prepare_images(pool: Executor, model: ServedModel, images: Sequence[bytes], *, max_pixels: int,
                          names: Sequence[str]) -> list[PreparedImage]:
     """Decode and preprocess each image for `model` (in parallel in the pool); 4xx errors name the image."""
-    return list(await asyncio.gather(*(
+    prepared = list(await asyncio.gather(*(
         in_pool(pool, prepare_image, data, model.info, max_pixels=max_pixels, what=name)
         for data, name in zip(images, names, strict=True)
     )))
+    if (timings := current()) is not None:
+        for image in prepared:
+            timings.add("decode", image.decode_s)
+            timings.add("preprocess", image.preprocess_s)
+    return prepared
 
 
 async def infer_images(model: ServedModel, prepared: Sequence[PreparedImage], outputs: Sequence[str],
@@ -74,16 +80,17 @@ async def infer_images(model: ServedModel, prepared: Sequence[PreparedImage], ou
     timeout_s = timeout_ms / 1000.0 if timeout_ms is not None else None
     return list(await asyncio.gather(*(
         model.infer({"pixel_values": image.pixel_values}, outputs, timeout_s=timeout_s, arrived=arrived,
-                    reservation=reservation)
+                    reservation=reservation, timings=current())
         for image in prepared
     )))
 
 
 def finish(handler: TaskHandler, model: ServedModel, outputs: Sequence[dict[str, np.ndarray]],
-           prepared: Sequence[PreparedImage], request: TaskRequest) -> Encoded:
-    """Postprocess every image and encode the answer (one pool job)."""
+           prepared: Sequence[PreparedImage], request: TaskRequest) -> tuple[Encoded, float]:
+    """Postprocess every image and encode the answer (one pool job); also returns the seconds it took."""
+    started = time.perf_counter()
     results = [handler.postprocess(o, p, model.info, request) for o, p in zip(outputs, prepared, strict=True)]
-    return handler.respond(model.name, results, request)
+    return handler.respond(model.name, results, request), time.perf_counter() - started
 
 
 async def run_task(request: Request, name: str, handler: TaskHandler, params: TaskParams) -> Response:
@@ -103,5 +110,7 @@ async def run_task(request: Request, name: str, handler: TaskHandler, params: Ta
         prepared = await prepare_images(pool, model, images, max_pixels=settings.max_image_pixels, names=names)
         outputs = await infer_images(model, prepared, handler.outputs(model.info, task_request), params.timeout_ms,
                                      arrived=arrived, reservation=reservation)
-        encoded = await in_pool(pool, finish, handler, model, outputs, prepared, task_request)
+        encoded, postprocess_s = await in_pool(pool, finish, handler, model, outputs, prepared, task_request)
+    if (timings := current()) is not None:
+        timings.add("postprocess", postprocess_s)
     return Response(encoded.body, media_type=encoded.media_type)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 import grpc
 from fastapi import FastAPI
@@ -20,6 +19,7 @@ from service.errors import ServiceError
 from service.grpc_gen import grpc_service_pb2 as pb
 from service.grpc_gen import grpc_service_pb2_grpc as pb_grpc
 from service.logging_setup import request_id_var
+from service.request_context import choose_request_id
 from service.v2 import codec, inference
 from service.v2.model_config import (
     EXTENSIONS,
@@ -99,7 +99,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return json_format.ParseDict({"models": entries}, pb.RepositoryIndexResponse())
 
     async def ModelInfer(self, request, context):
-        token = request_id_var.set(request.id or uuid.uuid4().hex)
+        token = request_id_var.set(choose_request_id(request.id))
         started = time.perf_counter()
         status = "OK"
         state = self.app.state

@@ -8,6 +8,7 @@ model descriptions `service.v2.model_config`. Errors are `{"error": "..."}`.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -77,21 +78,30 @@ async def model_stats(name: str, request: Request, version: str | None = None) -
 @router.post("/models/{name}/infer", summary="Inference (JSON or binary tensor data)")
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference (versioned)")
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
-    arrived = time.monotonic()
-    state = request.app.state
-    model = inference.find_model(_manager(request), name, version)  # unknown model → 404 before reading the body
-    model.reserve(1).release()  # a full queue refuses before the body is read
-    body = await read_body(request, state.settings.max_request_bytes)
-    header_length = request.headers.get(codec.HEADER_LENGTH)
-    cost = state.memory_budget.acquire(2 * len(body))  # the body and the tensor made from it
-    try:
-        if len(body) > LARGE_BODY:  # JSON parsing of big bodies stays off the event loop
-            infer_request = await in_pool(state.pool, codec.decode_http, body, header_length)
-        else:
-            infer_request = codec.decode_http(body, header_length)
-        _, outputs = await inference.infer(_manager(request), state.pool, name, version, infer_request,
-                                           settings=state.settings, budget=state.memory_budget, arrived=arrived)
-    finally:
-        state.memory_budget.release(cost)
-    content, headers = codec.encode_http(name, version, infer_request, outputs)
+    """Documents the route; requests are served by `V2InferFastPath` (same `handle_infer`) before routing."""
+    limit = request.app.state.settings.max_request_bytes
+    content, headers = await handle_infer(request.app.state, name, version, lambda: read_body(request, limit),
+                                          request.headers.get(codec.HEADER_LENGTH))
     return Response(content, headers=headers)
+
+
+async def handle_infer(state: Any, name: str, version: str | None, read: Callable[[], Awaitable[bytes]],
+                       header_length: str | None) -> tuple[bytes, dict[str, str]]:
+    """One v2 HTTP inference: the model's place in the queue is held while the body is read (so the batcher
+    knows a request is on its way), the body is decoded and validated, then inferred and encoded."""
+    arrived = time.monotonic()
+    model = inference.find_model(state.manager, name, version)  # unknown model → 404 before reading the body
+    with model.reserve(1) as reservation:  # a full queue refuses before the body is read
+        body = await read()
+        cost = state.memory_budget.acquire(2 * len(body))  # the body and the tensor made from it
+        try:
+            if len(body) > LARGE_BODY:  # JSON parsing of big bodies stays off the event loop
+                infer_request = await in_pool(state.pool, codec.decode_http, body, header_length)
+            else:
+                infer_request = codec.decode_http(body, header_length)
+            _, outputs = await inference.infer(state.manager, state.pool, name, version, infer_request,
+                                               settings=state.settings, budget=state.memory_budget,
+                                               arrived=arrived, reservation=reservation)
+        finally:
+            state.memory_budget.release(cost)
+    return codec.encode_http(name, version, infer_request, outputs)

@@ -15,10 +15,12 @@ import numpy as np
 
 from service.admission import MemoryBudget
 from service.backends.base import v2_datatype
+from service.batcher import Reservation
 from service.errors import BadRequest, ModelNotFound
 from service.model_runtime import ModelManager, ServedModel
 from service.runner import admit, prepare_images
 from service.settings import ServerSettings
+from service.timing import current
 from service.v2.codec import InferInput, InferOutput, InferRequest, RequestedOutput
 
 
@@ -39,7 +41,10 @@ def loaded_model(manager: ModelManager, name: str, version: str | None) -> Serve
 
 async def infer(manager: ModelManager, pool: Executor, model_name: str, version: str | None,
                 request: InferRequest, *, settings: ServerSettings, budget: MemoryBudget,
-                arrived: float | None = None) -> tuple[ServedModel, list[InferOutput]]:
+                arrived: float | None = None, reservation: Reservation | None = None,
+                ) -> tuple[ServedModel, list[InferOutput]]:
+    """Run one v2 request. A `reservation` (a place held in the model's queue while the request's body was
+    read) is used for a tensor input; encoded images reserve their own place while they are decoded."""
     arrived = time.monotonic() if arrived is None else arrived
     model = find_model(manager, model_name, version)
     wanted = request.outputs or [RequestedOutput(name) for name in model.info.outputs]
@@ -53,6 +58,9 @@ async def infer(manager: ModelManager, pool: Executor, model_name: str, version:
     timeout_s = request.timeout_us / 1e6 if request.timeout_us else None
     given = _single_input(request.inputs)
     if given.datatype == "BYTES":
+        if reservation is not None:  # the images reserve their own place below
+            reservation.release()
+            reservation = None
         elements = _image_elements(model, given, settings)
         element_names = [f"{given.name}[{i}]" for i in range(len(elements))]
         with admit(model, elements, element_names, settings, budget, places=1) as reservation:
@@ -64,10 +72,11 @@ async def infer(manager: ModelManager, pool: Executor, model_name: str, version:
                                  "cannot form one tensor; send them in separate requests")
             pixel_values = np.concatenate([p.pixel_values for p in prepared])
             results = await model.infer({"pixel_values": pixel_values}, names, timeout_s=timeout_s,
-                                        arrived=arrived, reservation=reservation)
+                                        arrived=arrived, reservation=reservation, timings=current())
     else:
         pixel_values = _pixel_tensor(model, given)
-        results = await model.infer({"pixel_values": pixel_values}, names, timeout_s=timeout_s, arrived=arrived)
+        results = await model.infer({"pixel_values": pixel_values}, names, timeout_s=timeout_s, arrived=arrived,
+                                    reservation=reservation, timings=current())
     outputs = []
     for output in wanted:
         array = results[output.name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import threading
 import time
@@ -16,7 +17,7 @@ from tests.support.server import start_server, stop_server, wait_until_ready
 
 # A batch of the classifier is held open for HOLD_MS unless it fills up (8), so requests provably wait.
 HOLD_MS = 2000
-SLOW_BATCHER = {CLASSIFIER: {"batching": {"max_queue_delay_ms": HOLD_MS, "max_queue_size": 3,
+SLOW_BATCHER = {CLASSIFIER: {"batching": {"max_queue_delay_ms": HOLD_MS, "max_queue_size": 3, "policy": "delay",
                                           "queue_timeout_ms": 60000}}}
 
 
@@ -68,6 +69,23 @@ def test_request_past_its_queue_deadline_gets_504_and_others_still_complete(slow
     assert patient.status_code == 200
 
 
+def test_adaptive_batching_does_not_hold_a_lone_request(artifacts_dir, tmp_path) -> None:
+    """The same 2 s batch delay under the default "adaptive" policy: a request with nothing else on its way runs
+    at once (its queue time, in Server-Timing, is far below the delay), while "delay" holds it (see above)."""
+    adaptive = {CLASSIFIER: {"batching": {"max_queue_delay_ms": HOLD_MS, "max_queue_size": 3,
+                                          "queue_timeout_ms": 60000}}}
+    server = start_server(tmp_path, repository_dict(artifacts_dir, **adaptive))
+    try:
+        response = httpx.post(f"{server.url}/v1/models/{CLASSIFIER}/classify", files={"image": images.png(1)},
+                              timeout=30)
+        assert response.status_code == 200
+        timing = dict(part.strip().split(";dur=") for part in response.headers["server-timing"].split(","))
+        assert set(timing) >= {"decode", "preprocess", "queue", "inference", "postprocess", "total"}
+        assert float(timing["queue"]) < HOLD_MS / 4
+    finally:
+        stop_server(server)
+
+
 def test_a_client_batch_larger_than_max_batch_size_is_refused(slow_server) -> None:
     import numpy as np
 
@@ -116,7 +134,8 @@ def test_graceful_shutdown_finishes_accepted_requests(artifacts_dir, tmp_path) -
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.url}/v2/health/live", timeout=2)
     log = server.log()
-    assert "shutting down: draining queues" in log and '"message": "stopped"' in log
+    messages = [json.loads(line)["message"] for line in log.splitlines() if line.startswith("{")]
+    assert any(m.startswith("shutting down: draining queues") for m in messages) and "stopped" in messages
 
 
 def test_ready_only_after_every_model_warmed_up(artifacts_dir, tmp_path) -> None:

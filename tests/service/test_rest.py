@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import time
 
 import httpx
 import numpy as np
@@ -271,8 +272,13 @@ def test_request_ids_are_echoed_generated_and_logged_as_json(client: httpx.Clien
     assert given.headers["x-request-id"] == "trace-123"
     generated = client.get("/v1/models")
     assert len(generated.headers["x-request-id"]) == 32
-    entries = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    access = [e for e in entries if e.get("request_id") == "trace-123"]
+    access = []
+    for _ in range(50):  # log lines are written by a background thread: give it a moment
+        entries = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        access = [e for e in entries if e.get("request_id") == "trace-123"]
+        if access:
+            break
+        time.sleep(0.1)
     assert access and access[0]["path"] == "/v1/models" and access[0]["status"] == 200
 
 
