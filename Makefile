@@ -25,11 +25,14 @@ $(STAMP): requirements.txt requirements-demo.txt pyproject.toml
 
 setup: $(STAMP)
 
-# Protocol clients and load tools conflict with the main pins (tritonclient downgrades protobuf).
-$(TOOLS_STAMP): requirements-tools.txt
+# Protocol clients and load tools conflict with the main pins (tritonclient downgrades protobuf); the
+# Triton peer (PyTriton) pins numpy 1.26: each gets its own venv.
+$(TOOLS_STAMP): requirements-tools.txt requirements-peers.txt
 	$(PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/python -m pip install -q -r requirements-tools.txt
 	bash scripts/install-perf-analyzer.sh $(TOOLS_VENV) || echo "perf_analyzer not installed; its tests will skip"
+	$(PYTHON) -m venv tools/venv-pytriton
+	tools/venv-pytriton/bin/python -m pip install -q -r requirements-peers.txt || echo "PyTriton not installed; its tests will skip"
 	touch $(TOOLS_STAMP)
 
 tools: $(TOOLS_STAMP)

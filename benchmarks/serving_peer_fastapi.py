@@ -1,8 +1,8 @@
-"""The peer for benchmarks/serving_compare.py: the naive way to serve an ONNX model — FastAPI around one
+"""The peer for benchmarks/serving.py: the naive way to serve an ONNX model — FastAPI around one
 ONNX Runtime session, no batching, no queue, inference in the default thread pool.
 
 POST /infer with the raw little-endian float32 bytes of one (1, 3, H, W) tensor → the first output's raw bytes.
-Started by serving_compare.py as:  python benchmarks/serving_peer_fastapi.py MODEL.onnx PORT THREADS
+Started by serving.py as:  python benchmarks/serving_peer_fastapi.py MODEL.onnx PORT THREADS
 """
 
 from __future__ import annotations

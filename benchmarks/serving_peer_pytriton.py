@@ -1,10 +1,10 @@
-"""Second peer for benchmarks/serving_compare.py: Triton Inference Server (bundled in nvidia-pytriton 0.7.0)
+"""Second peer for benchmarks/serving.py: Triton Inference Server (bundled in nvidia-pytriton 0.7.0)
 with its real dynamic batcher, running the same ONNX file through the same ONNX Runtime session settings.
 
 Runs in its own venv (PyTriton pins numpy 1.26; environment.md §9.3), made once by hand:
     python3.11 -m venv tools/venv-pytriton
     tools/venv-pytriton/bin/pip install nvidia-pytriton==0.7.0 onnxruntime==1.32.0
-serving_compare.py starts it as
+serving.py starts it as
     tools/venv-pytriton/bin/python benchmarks/serving_peer_pytriton.py MODEL.onnx HTTP_PORT THREADS MAX_BATCH DELAY_US
 with LD_LIBRARY_PATH = the interpreter's LIBDIR and PYTRITON_HOME = a writable folder (environment.md §9.3).
 """
