@@ -14,13 +14,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Scope
+from starlette.types import ASGIApp, Scope
 
 from service.admission import MIB, MemoryBudget
 from service.api.v2_fast import V2InferFastPath
 from service.errors import ServiceError
 from service.guard import RequestGuard
-from service.logging_setup import drain_logs
+from service.logging_setup import drain_logs, request_id_var
 from service.metrics import Metrics
 from service.model_runtime import ModelManager
 from service.repository import RepositoryConfig, load_repository
@@ -73,7 +73,7 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
 
     # FastAPI's native OpenTelemetry hooks cost on every request even with no-op providers; off (Prometheus
     # metrics and our own logs cover them).
-    app = FastAPI(title="PaCa Serve", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan,
+    app = PacaApp(title="PaCa Serve", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
     app.state.manager = manager
@@ -86,10 +86,18 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
     app.include_router(rest.router)
     app.include_router(v2_http.router)
     _install_error_handlers(app)
-    app.add_middleware(V2InferFastPath)  # innermost: inside the guard and the request context
-    app.add_middleware(RequestGuard, settings=settings)
-    app.add_middleware(RequestContextMiddleware, observe=_observe)  # outermost: every answer gets an id
     return app
+
+
+class PacaApp(FastAPI):
+    """FastAPI with the server's own layers outside FastAPI's middleware stack: the request context (ids,
+    timings, logs, the last-resort 500), the guard (keys, limits) and the v2 inference fast path. Inference
+    requests then pay for FastAPI's machinery only where they use its routing and validation."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        fastapi_stack = super().build_middleware_stack()
+        guarded = RequestGuard(V2InferFastPath(fastapi_stack), settings=self.state.settings)
+        return RequestContextMiddleware(guarded, observe=_observe)
 
 
 async def _start_models(app: FastAPI, manager: ModelManager, settings: ServerSettings, servers: list) -> None:
@@ -131,6 +139,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         return _error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        """Starlette answers with this, then re-raises; the request context logs the traceback once."""
+        return _error_response(request, 500, "internal error; the server log has the details under request id "
+                                             f"{request_id_var.get()}")
 
 
 def _observe(scope: Scope, status: int, duration_s: float, timings: RequestTimings) -> None:

@@ -97,10 +97,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if response_started:
-                raise
-            await send_error(scope, receive, send_with_id, 500, "internal error; the server log has the details "
-                             f"under request id {request_id}")
+            if not response_started:  # (FastAPI's error handler may already have answered: then only the log)
+                await send_error(scope, receive, send_with_id, 500, "internal error; the server log has the details "
+                                 f"under request id {request_id}")
         finally:
             duration = time.perf_counter() - started
             self.observe(scope, status, duration, timings)
