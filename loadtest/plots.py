@@ -72,7 +72,7 @@ def batch_sizes(steps: Sequence[dict], path: Path, title: str) -> None:
 
 
 def latency_over_time(steps: Sequence[dict], samples: Sequence[Sequence[Sample]], path: Path, title: str) -> None:
-    """Every request's latency at the time it was sent, steps side by side; failures as red crosses."""
+    """Every request's latency at the time it was sent, steps side by side; failures as black crosses."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.8))
     for step, step_samples in zip(steps, samples, strict=True):
@@ -82,14 +82,15 @@ def latency_over_time(steps: Sequence[dict], samples: Sequence[Sequence[Sample]]
         ax.scatter([offset + s.sent_s for s in ok], [s.latency_s * 1000 for s in ok], s=4, alpha=0.5)
         if failed:
             ax.scatter([offset + s.sent_s for s in failed], [s.latency_s * 1000 for s in failed], s=12, marker="x",
-                       color="red")
+                       color="black")
         ax.axvline(offset, color="grey", linewidth=0.6, linestyle=":")
         ax.text(offset, 1.0, f" {step['label']}", transform=ax.get_xaxis_transform(), fontsize=8, va="top")
-    ax.scatter([], [], s=12, marker="x", color="red", label="failed")
     ax.set(xlabel="time since the run started (s)", ylabel="latency (ms)", title=title)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    if any(not s.ok for step_samples in samples for s in step_samples):
+        ax.scatter([], [], s=12, marker="x", color="black", label="failed (client-dropped at 0 ms)")
+        ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

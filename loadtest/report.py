@@ -126,8 +126,8 @@ def summary_markdown(run: dict, slo_results: Sequence[SLOResult]) -> str:
         f"- started {run['started_at']}; client load average {run['load_average']}",
         "",
         "| step | sent | ok | errors | offered rps | throughput rps | p50 ms | p90 ms | p95 ms | p99 ms | "
-        "server queue ms | server compute ms | mean batch | queue depth max |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "server request ms | server queue ms | server compute ms | mean batch | queue depth max |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for step in run["steps"]:
         server = step.get("server") or {}
@@ -136,10 +136,14 @@ def summary_markdown(run: dict, slo_results: Sequence[SLOResult]) -> str:
         lines.append(
             f"| {step['label']} | {step['sent']} | {step['ok']} | {errors} | {step['offered_rps']:.1f} | "
             f"{step['throughput_rps']:.1f} | {_ms(latency['p50'])} | {_ms(latency['p90'])} | {_ms(latency['p95'])} | "
-            f"{_ms(latency['p99'])} | {_ms(server.get('queue_ms_mean'))} | {_ms(server.get('compute_ms_mean'))} | "
+            f"{_ms(latency['p99'])} | {_ms(server.get('server_request_ms_mean'))} | "
+            f"{_ms(server.get('queue_ms_mean'))} | {_ms(server.get('compute_ms_mean'))} | "
             f"{_ms(server.get('mean_batch_size'))} | {_ms(server.get('pending_max'))} |"
         )
-    lines += ["", "Batch sizes the server formed (executions per batch size):", ""]
+    lines += ["", "Client latency is what a caller sees; server request/queue/compute are means per request from the "
+                  "server's /metrics (request: from the HTTP middleware or gRPC handler on; queue: waiting in the "
+                  "batcher; compute: the model run of its batch).", "",
+              "Batch sizes the server formed (executions per batch size):", ""]
     for step in run["steps"]:
         distribution = (step.get("server") or {}).get("batch_size_distribution") or {}
         lines.append(f"- {step['label']}: " + (", ".join(f"{k}: {v}" for k, v in distribution.items()) or "none"))

@@ -13,23 +13,36 @@ Counters and histograms are cumulative, so the step's share is after − before:
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 
-from prometheus_client.parser import text_string_to_metric_families
-
 Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?\s*$")
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 
 COMPUTE_FAMILIES = ("nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
                     "nv_inference_compute_output_duration_us")
 
 
 def parse_metrics(text: str) -> Samples:
-    """Every sample by its name (histograms give name_bucket / _sum / _count), with its labels."""
+    """Every sample of a Prometheus text exposition by its name exactly as exposed (as Prometheus stores it),
+    with its labels. Not prometheus-client's parser: that one renames counter samples to `<name>_total`, and
+    the Triton-compatible counters have no such suffix."""
     samples: Samples = defaultdict(list)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[sample.name].append((dict(sample.labels), float(sample.value)))
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None:
+            raise ValueError(f"not a Prometheus sample line: {line[:200]!r}")
+        name, label_text, raw_value = match.groups()
+        labels = {key: re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m.group(0)], value)
+                  for key, value in _LABEL.findall(label_text or "")}
+        samples[name].append((labels, float(raw_value)))
     return dict(samples)
 
 

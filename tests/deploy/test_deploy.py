@@ -728,3 +728,17 @@ def test_perf_analyzer_wrapper_runs() -> None:
         pytest.skip("perf_analyzer not installed (make tools)")
     result = run_tool(wrapper, "--version")
     assert result.returncode == 0 and "Perf Analyzer Version 2.47.0" in result.stdout + result.stderr
+
+
+# --- Makefile -----------------------------------------------------------------------------------------------
+
+
+def test_make_run_passes_host_port_and_grpc_port() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    result = run_tool("make", "-n", "run", "HOST=127.0.0.2", "PORT=8123", "GRPC_PORT=8124", cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    serve = next(line for line in result.stdout.splitlines() if "paca serve" in line)
+    assert serve.split()[-6:] == ["--host", "127.0.0.2", "--port", "8123", "--grpc-port", "8124"]
+    report = run_tool("make", "-n", "loadtest-report", "PORT=8123", "GRPC_PORT=8124", cwd=REPO_ROOT)
+    assert "--url http://127.0.0.1:8123 --grpc-target 127.0.0.1:8124" in report.stdout

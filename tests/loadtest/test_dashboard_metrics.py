@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.server_metrics import parse_metrics
 from loadtest.workload import v2_tensors
 from tests.deploy.test_grafana import REQUIRED_FAMILIES, queried_metrics
 from tests.loadtest.conftest import CLASSIFIER
@@ -16,8 +16,8 @@ from tests.support.server import ServerProcess
 
 
 def _exported_sample_names(url: str) -> set[str]:
-    text = httpx.get(f"{url}/metrics", timeout=5).text
-    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+    """Sample names exactly as exposed, which is what Prometheus stores and the dashboard queries."""
+    return set(parse_metrics(httpx.get(f"{url}/metrics", timeout=5).text))
 
 
 def test_every_metric_the_dashboard_queries_is_exported(loadtest_server: ServerProcess) -> None:

@@ -174,6 +174,24 @@ def test_slo_grammar() -> None:
         slo.check_against_sweep([slo.parse_slo("p99<=1s@20rps")], "rate", [10.0, 50.0])
 
 
+def test_metrics_parser_agrees_with_prometheus_client_on_the_live_exposition(loadtest_server: ServerProcess) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{loadtest_server.url}/metrics", timeout=5).text
+    ours = server_metrics.parse_metrics(text)
+    theirs: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            # prometheus-client names every counter sample <family>_total; the exposition (and Prometheus) may not.
+            name = sample.name if sample.name in ours else sample.name.removesuffix("_total")
+            theirs.setdefault(name, []).append((dict(sample.labels), float(sample.value)))
+    assert ours.keys() == theirs.keys() and "nv_inference_request_success" in ours
+    for name, samples in theirs.items():
+        assert sorted(map(repr, ours[name])) == sorted(map(repr, samples)), name
+    escaped = server_metrics.parse_metrics('m{a="x\\"y\\\\z",le="+Inf"} +Inf 1700000000000\n')
+    assert escaped == {"m": [({"a": 'x"y\\z', "le": "+Inf"}, float("inf"))]}
+
+
 def test_histogram_quantile_matches_promql_interpolation() -> None:
     # 100 observations: 10 in (0, 0.1], 80 in (0.1, 0.5], 10 in (0.5, 1]; PromQL interpolates linearly inside.
     cumulative = [(0.1, 10.0), (0.5, 90.0), (1.0, 100.0), (float("inf"), 100.0)]
