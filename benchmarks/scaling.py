@@ -10,11 +10,12 @@ PVT's spatial-reduction attention is quadratic with a 64× smaller constant in i
 
 Every model is exported the same way (`torch.onnx.export`, dynamo, opset 18, optimised, static 1×3×S×S
 input, logits only, random weights: speed does not depend on them) at every size, then run on ONNX Runtime
-CPU (batch 1, the same intra-op threads, spinning off). Latency: all models of one size are loaded, warmed
-up, and timed in interleaved rounds (the order rotates each round), so a slow phase of a shared machine
-hits every model alike; the median is reported. Peak memory: each (model, size) runs once in a fresh
-process, and the growth of that process's peak RSS over session creation and one run is reported
-(weights, ONNX Runtime's arena, activations).
+CPU (batch 1, the same intra-op threads, spinning off). Latency: every (model, size) is loaded and warmed
+up (all at once: about 10 GB for the full set), then timed in rounds that run all of them in an order rotating
+each round, so a slow phase of a shared machine hits every model and every size alike; the median is
+reported. Work: forward GFLOPs counted by torch's FlopCounterMode on the same model. Peak memory: each
+(model, size) runs once in a fresh process, and the growth of that process's peak RSS over session creation
+and one run is reported (weights, ONNX Runtime's arena, activations).
 
 PaCa-Tiny is exported twice: as `paca export` writes it (PaCaAttention custom nodes with a model-local
 function body, which ONNX Runtime inlines at load) and as `paca export --inline` writes it (no custom node).
@@ -91,8 +92,29 @@ CANDIDATES = {
 # --- export -------------------------------------------------------------------------------------------------
 
 
+def count_gflops(model, example) -> float:
+    """Forward-pass GFLOPs (2 per multiply-add) of convolutions and matrix products, by torch's FlopCounterMode.
+
+    The counter has no formula for the fused CPU attention kernel, so timm's attention blocks are switched to
+    their explicit matmul + softmax path while counting (same arithmetic, now visible to the counter).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fused = [m for m in model.modules() if getattr(m, "fused_attn", False)]
+    for module in fused:
+        module.fused_attn = False
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(example)
+    finally:
+        for module in fused:
+            module.fused_attn = True
+    return counter.get_total_flops() / 1e9
+
+
 def export_candidate(candidate: Candidate, size: int, path: Path) -> dict[str, float]:
-    """Write `candidate` at `size` to `path`; returns parameters (millions) and export seconds."""
+    """Write `candidate` at `size` to `path`; returns parameters (millions), GFLOPs and export seconds."""
     import onnx
     import torch
 
@@ -100,6 +122,7 @@ def export_candidate(candidate: Candidate, size: int, path: Path) -> dict[str, f
     model = candidate.build(size).eval()
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    gflops = count_gflops(model, example)
     started = time.perf_counter()
     if candidate.paca:
         from export.custom_op import custom_attention_cores
@@ -119,13 +142,17 @@ def export_candidate(candidate: Candidate, size: int, path: Path) -> dict[str, f
             proto = inline_attention(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(path))
-    return {"params_m": round(params_m, 3), "export_s": round(time.perf_counter() - started, 1)}
+    info = {"params_m": round(params_m, 3), "gflops": round(gflops, 3),
+            "export_s": round(time.perf_counter() - started, 1)}
+    path.with_suffix(".json").write_text(json.dumps(info))
+    return info
 
 
 # --- ONNX Runtime -------------------------------------------------------------------------------------------
 
 
 def make_session(path: Path, threads: int):
+    """ONNX Runtime CPU session with the defaults a server uses (memory arena on), spinning off."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -168,27 +195,33 @@ def measure_peak_memory(path: Path, size: int, threads: int) -> float:
     return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"])
 
 
-def interleaved_latency(paths: dict[str, Path], size: int, threads: int, rounds: int,
-                        warmup: int) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Per model: the ms of every timed run (rounds, rotating order) and the max |Δ| vs the first model."""
-    inputs = feed(size)
-    sessions = {key: make_session(path, threads) for key, path in paths.items()}
-    reference = None
-    max_abs_diff: dict[str, float] = {}
-    for key, session in sessions.items():
+def interleaved_latency(paths: dict[tuple[str, int], Path], threads: int, rounds: int,
+                        warmup: int) -> tuple[dict[tuple[str, int], list[float]], dict[tuple[str, int], float]]:
+    """The ms of every timed run per (model, size), and the max |Δ| of each PaCa graph vs the first at its size.
+
+    Every (model, size) session is loaded at once and each round runs all of them, in an order that rotates
+    by one each round: a slow phase of a shared machine then hits every model and every size alike, so the
+    growth with resolution is measured under the same conditions as the comparison between models.
+    """
+    feeds = {size: feed(size) for _, size in paths}
+    sessions = {pair: make_session(path, threads) for pair, path in paths.items()}
+    reference: dict[int, np.ndarray] = {}
+    max_abs_diff: dict[tuple[str, int], float] = {}
+    for (key, size), session in sessions.items():
         for _ in range(warmup):
-            out = session.run(None, inputs)[0]
+            out = session.run(None, feeds[size])[0]
         if key.startswith("paca_tiny"):  # the two PaCa graphs must agree: same weights, same input
-            reference = out if reference is None else reference
-            max_abs_diff[key] = float(np.abs(out - reference).max())
-    keys = list(sessions)
-    samples: dict[str, list[float]] = {key: [] for key in keys}
+            reference.setdefault(size, out)
+            max_abs_diff[key, size] = float(np.abs(out - reference[size]).max())
+    pairs = list(sessions)
+    samples: dict[tuple[str, int], list[float]] = {pair: [] for pair in pairs}
     for round_index in range(rounds):
-        shift = round_index % len(keys)
-        for key in keys[shift:] + keys[:shift]:
+        print(f"round {round_index + 1}/{rounds}", file=sys.stderr, flush=True)
+        shift = round_index % len(pairs)
+        for key, size in pairs[shift:] + pairs[:shift]:
             started = time.perf_counter()
-            sessions[key].run(None, inputs)
-            samples[key].append((time.perf_counter() - started) * 1000)
+            sessions[key, size].run(None, feeds[size])
+            samples[key, size].append((time.perf_counter() - started) * 1000)
     del sessions
     gc.collect()
     return samples, max_abs_diff
@@ -217,6 +250,8 @@ def analyse(results: list[dict], keys: list[str]) -> dict[str, dict]:
             "latency_ratio": last["median_ms"] / first["median_ms"],
             "pixel_ratio": last["pixels"] / first["pixels"],
             "loglog_slope": loglog_slope([r["pixels"] for r in rows], [r["median_ms"] for r in rows]),
+            "gflops_ratio": last["gflops"] / first["gflops"],
+            "gflops_loglog_slope": loglog_slope([r["pixels"] for r in rows], [r["gflops"] for r in rows]),
             "memory_ratio": last["peak_mib"] / first["peak_mib"] if first["peak_mib"] > 0 else float("nan"),
         }
     return growth
@@ -229,7 +264,8 @@ def markdown(report: dict) -> str:
     settings = report["settings"]
     lines = [
         f"ONNX Runtime {settings['onnxruntime']} CPU, {settings['threads']} intra-op threads, spinning off, batch 1, "
-        f"random weights; median of {settings['rounds']} interleaved rounds; {settings['cpu']} "
+        f"random weights; median of {settings['rounds']} rounds interleaving every model and "
+        f"size; {settings['cpu']} "
         f"({settings['cpu_count']} cores), load average {settings['load_before']} before / "
         f"{settings['load_after']} after.",
         "",
@@ -244,6 +280,30 @@ def markdown(report: dict) -> str:
         lines.append(f"| {labels[key]} | {report['models'][key]['params_m']:.1f} | " + " | ".join(cells)
                      + f" | ×{growth['latency_ratio']:.1f} for ×{growth['pixel_ratio']:.1f} "
                      f"| {growth['loglog_slope']:.2f} |")
+    lines += [
+        "",
+        "Fastest run in ms (the least disturbed by other load on a shared machine):",
+        "",
+        "| model | " + " | ".join(f"{s}²" for s in sizes) + " | ×latency for ×pixels | exponent |",
+        "|---|" + "---:|" * len(sizes) + "---:|---:|",
+    ]
+    for key in keys:
+        mins = [by[key, s]["min_ms"] for s in sizes]
+        lines.append(f"| {labels[key]} | " + " | ".join(f"{v:.0f}" for v in mins)
+                     + f" | ×{mins[-1] / mins[0]:.1f} for ×{report['growth'][key]['pixel_ratio']:.1f} "
+                     f"| {loglog_slope([s * s for s in sizes], mins):.2f} |")
+    lines += [
+        "",
+        "Work: forward GFLOPs (torch FlopCounterMode: convolutions and matrix products):",
+        "",
+        "| model | " + " | ".join(f"{s}²" for s in sizes) + " | ×GFLOPs for ×pixels | exponent |",
+        "|---|" + "---:|" * len(sizes) + "---:|---:|",
+    ]
+    for key in keys:
+        growth = report["growth"][key]
+        cells = [f"{by[key, s]['gflops']:.1f}" for s in sizes]
+        lines.append(f"| {labels[key]} | " + " | ".join(cells) + f" | ×{growth['gflops_ratio']:.1f} for "
+                     f"×{growth['pixel_ratio']:.1f} | {growth['gflops_loglog_slope']:.2f} |")
     lines += [
         "",
         "Cost per pixel: ms per megapixel (relative to the smallest size):",
@@ -261,7 +321,8 @@ def markdown(report: dict) -> str:
         diffs = max(by["paca_tiny_inline", s].get("max_abs_diff_vs_function", 0.0) for s in sizes)
         lines += ["", f"PaCaAttention function / `--inline` graph latency: {ratios} "
                       f"(outputs equal within {diffs:.1e})."]
-    lines += ["", "Exponent: least-squares k in latency ∝ pixels^k over the sizes (1 = linear, 2 = quadratic)."]
+    lines += ["", "Exponent: least-squares k in latency (or GFLOPs) ∝ pixels^k over the sizes (1 = linear in the "
+                  "number of patches, 2 = quadratic)."]
     return "\n".join(lines) + "\n"
 
 
@@ -273,21 +334,24 @@ def plot(report: dict, path: Path) -> None:
 
     keys, sizes = report["models_order"], report["settings"]["sizes"]
     by = {(r["model"], r["size"]): r for r in report["results"]}
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    fig, grid = plt.subplots(2, 2, figsize=(13, 9))
+    axes = grid.ravel()
     pixels = [s * s for s in sizes]
     for key in keys:
         label = report["models"][key]["label"]
         latency = [by[key, s]["median_ms"] for s in sizes]
         axes[0].plot(pixels, latency, marker="o", label=label)
         axes[1].plot(sizes, [by[key, s]["ms_per_megapixel"] for s in sizes], marker="o", label=label)
-        axes[2].plot(sizes, [by[key, s]["peak_mib"] for s in sizes], marker="o", label=label)
+        axes[2].plot(sizes, [by[key, s]["gflops"] / (s * s / 1e6) for s in sizes], marker="o", label=label)
+        axes[3].plot(sizes, [by[key, s]["peak_mib"] for s in sizes], marker="o", label=label)
     first = keys[0]
     base = by[first, sizes[0]]["median_ms"]
     axes[0].plot(pixels, [base * p / pixels[0] for p in pixels], "k:", label="linear in pixels (from first model)")
     axes[0].set(xscale="log", yscale="log", xlabel="pixels (log)", ylabel="median latency, ms (log)",
                 title="Latency vs pixels")
-    axes[1].set(xlabel="side (px)", ylabel="ms per megapixel", title="Cost per pixel vs resolution")
-    axes[2].set(xlabel="side (px)", ylabel="peak RSS growth, MiB", title="Peak memory vs resolution")
+    axes[1].set(xlabel="side (px)", ylabel="ms per megapixel", title="Time per pixel vs resolution")
+    axes[2].set(xlabel="side (px)", ylabel="GFLOPs per megapixel", title="Work per pixel vs resolution")
+    axes[3].set(xlabel="side (px)", ylabel="peak RSS growth, MiB", title="Peak memory vs resolution")
     for axis in axes:
         axis.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -330,7 +394,7 @@ def parse_list(text: str, kind: type) -> list:
 
 
 def run(keys: list[str], sizes: list[int], rounds: int, warmup: int, threads: int, output: Path,
-        work_dir: Path) -> dict:
+        work_dir: Path, reuse_onnx: bool = False) -> dict:
     unknown = [k for k in keys if k not in CANDIDATES]
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; choose from {', '.join(CANDIDATES)}")
@@ -341,24 +405,29 @@ def run(keys: list[str], sizes: list[int], rounds: int, warmup: int, threads: in
     load_before = load_average()
     models: dict[str, dict] = {}
     paths: dict[tuple[str, int], Path] = {}
+    infos: dict[tuple[str, int], dict] = {}
     for size in sizes:
         for key in keys:
             path = work_dir / f"{key}_{size}.onnx"
-            print(f"export {key} at {size}²", file=sys.stderr, flush=True)
-            info = export_candidate(CANDIDATES[key], size, path)
+            if reuse_onnx and path.exists() and path.with_suffix(".json").exists():
+                info = json.loads(path.with_suffix(".json").read_text())
+            else:
+                print(f"export {key} at {size}²", file=sys.stderr, flush=True)
+                info = export_candidate(CANDIDATES[key], size, path)
             models.setdefault(key, {"label": CANDIDATES[key].label, "params_m": info["params_m"]})
-            paths[key, size] = path
+            paths[key, size], infos[key, size] = path, info
             gc.collect()
+    print(f"latency: {rounds} rounds over every model and size", file=sys.stderr, flush=True)
+    samples, diffs = interleaved_latency(paths, threads, rounds, warmup)
     results = []
     for size in sizes:
-        print(f"latency at {size}²: {rounds} interleaved rounds", file=sys.stderr, flush=True)
-        samples, diffs = interleaved_latency({k: paths[k, size] for k in keys}, size, threads, rounds, warmup)
         for key in keys:
-            row = {"model": key, "size": size, "pixels": size * size, "median_ms": statistics.median(samples[key]),
-                   "min_ms": min(samples[key]), "samples_ms": [round(v, 3) for v in samples[key]],
+            row = {"model": key, "size": size, "pixels": size * size,
+                   "median_ms": statistics.median(samples[key, size]), "min_ms": min(samples[key, size]),
+                   "samples_ms": [round(v, 3) for v in samples[key, size]], "gflops": infos[key, size]["gflops"],
                    "onnx_mb": round(paths[key, size].stat().st_size / 1e6, 2)}
-            if key in diffs and key != "paca_tiny":
-                row["max_abs_diff_vs_function"] = diffs[key]
+            if (key, size) in diffs and key != "paca_tiny":
+                row["max_abs_diff_vs_function"] = diffs[key, size]
             results.append(row)
     for row in results:
         print(f"peak memory {row['model']} at {row['size']}²", file=sys.stderr, flush=True)
@@ -391,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("benchmark-results/scaling"),
                         help="folder for scaling.json, scaling.md, scaling.png")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the ONNX files go (default: OUTPUT/onnx)")
+    parser.add_argument("--reuse-onnx", action="store_true",
+                        help="keep ONNX files (and their FLOP counts) already in the work dir instead of exporting")
     parser.add_argument("--peak-memory-of", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sizes = parse_list(args.sizes, int)
@@ -398,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         peak_memory_child(args.peak_memory_of, sizes[0], args.threads)
         return 0
     report = run(parse_list(args.models, str), sizes, args.rounds, args.warmup, args.threads, args.output,
-                 args.work_dir or args.output / "onnx")
+                 args.work_dir or args.output / "onnx", reuse_onnx=args.reuse_onnx)
     print(markdown(report))
     print(f"wrote {args.output / 'scaling.json'}, scaling.md, scaling.png")
     return 0

@@ -89,7 +89,7 @@ def latency_over_time(steps: Sequence[dict], samples: Sequence[Sequence[Sample]]
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     if any(not s.ok for step_samples in samples for s in step_samples):
-        ax.scatter([], [], s=12, marker="x", color="black", label="failed (client-dropped at 0 ms)")
+        ax.scatter([], [], s=12, marker="x", color="black", label="failed")
         ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -12,14 +12,14 @@ import contextlib
 import datetime
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from loadtest import plots, report
-from loadtest.driver import Sample, arrival_times, closed_loop, grpc_sender, http_sender, open_loop
+from loadtest.driver import Sample, Send, arrival_times, closed_loop, grpc_sender, http_sender, open_loop
 from loadtest.server_metrics import parse_metrics, pending, step_server_figures, summarise_pending
 from loadtest.slo import SLO, SLOResult, evaluate
 from loadtest.workload import Workload
@@ -53,7 +53,7 @@ class StepOutcome:
 
 
 class Generator:
-    """The sender for the workload's endpoint, with the connections it needs for `connections` in flight."""
+    """Load for the workload's endpoint: one gRPC channel for the run, HTTP connections sized per step."""
 
     def __init__(self, settings: SweepSettings, workload: Workload) -> None:
         self.settings, self.workload = settings, workload
@@ -75,20 +75,24 @@ class Generator:
         if self.channel is not None:
             await self.channel.close()
 
-    async def run(self, mode: str, level: float, duration_s: float, seed: int) -> list[Sample]:
+    @contextlib.asynccontextmanager
+    async def sender(self, mode: str, level: float) -> AsyncIterator[Send]:
+        """A send function with connections for the step's load; warm-up and step share them."""
         connections = int(level) if mode == "concurrency" else self.settings.max_in_flight
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         async with httpx.AsyncClient(base_url=self.settings.url, timeout=self.settings.timeout_s,
                                      limits=limits) as client:
             if self.workload.endpoint == "grpc":
-                send = grpc_sender(self.stub, self.settings.timeout_s)
+                yield grpc_sender(self.stub, self.settings.timeout_s)
             else:
-                send = http_sender(client, self.workload.endpoint)
-            requests = self.workload.requests
-            if mode == "concurrency":
-                return await closed_loop(send, requests, int(level), duration_s)
-            schedule = arrival_times(level, duration_s, self.settings.arrivals, seed)
-            return await open_loop(send, requests, schedule, self.settings.max_in_flight)
+                yield http_sender(client, self.workload.endpoint)
+
+    async def run(self, send: Send, mode: str, level: float, duration_s: float, seed: int) -> list[Sample]:
+        requests = self.workload.requests
+        if mode == "concurrency":
+            return await closed_loop(send, requests, int(level), duration_s)
+        schedule = arrival_times(level, duration_s, self.settings.arrivals, seed)
+        return await open_loop(send, requests, schedule, self.settings.max_in_flight)
 
 
 async def _scrape(client: httpx.AsyncClient):
@@ -114,36 +118,43 @@ async def run_sweep(settings: SweepSettings, workload: Workload) -> tuple[list[S
     async with httpx.AsyncClient(base_url=settings.url, timeout=10) as metrics_client, \
             Generator(settings, workload) as generator:
         for index, level in enumerate(settings.levels):
-            if settings.warmup_s > 0:
-                await generator.run(settings.mode, level, settings.warmup_s, settings.seed + 1000 + index)
-            try:
-                before = await _scrape(metrics_client)
-            except (httpx.HTTPError, ValueError) as exc:
-                before = None
-                notes.append(f"{report.step_label(settings.mode, level)}: no server figures (/metrics: {exc})")
-            readings: list[float] = []
-            stop = asyncio.Event()
-            poller = asyncio.create_task(_poll_pending(metrics_client, workload.model, settings.metrics_interval_s,
-                                                       stop, readings))
-            started_s = time.perf_counter() - run_started
-            cpu_before, wall_before = time.process_time(), time.perf_counter()
-            samples = await generator.run(settings.mode, level, settings.duration_s, settings.seed + index)
-            cpu_s, wall_s = time.process_time() - cpu_before, time.perf_counter() - wall_before
-            stop.set()
-            await poller
-            figures = report.step_figures(samples, settings.mode, level, settings.duration_s)
-            figures["started_s"] = started_s
-            figures["client"]["cpu_fraction"] = cpu_s / wall_s if wall_s > 0 else float("nan")
-            if before is not None:
-                try:
-                    after = await _scrape(metrics_client)
-                    figures["server"] = step_server_figures(before, after, workload.model, api) | \
-                        summarise_pending(readings)
-                except (httpx.HTTPError, ValueError) as exc:
-                    notes.append(f"{figures['label']}: no server figures (/metrics: {exc})")
-            notes += _step_notes(figures)
-            outcomes.append(StepOutcome(figures, samples))
+            async with generator.sender(settings.mode, level) as send:
+                outcomes.append(await _step(settings, workload, generator, send, metrics_client, index, level,
+                                            run_started, api, notes))
     return outcomes, notes
+
+
+async def _step(settings: SweepSettings, workload: Workload, generator: Generator, send: Send,
+                metrics_client: httpx.AsyncClient, index: int, level: float, run_started: float, api: str,
+                notes: list[str]) -> StepOutcome:
+    if settings.warmup_s > 0:
+        await generator.run(send, settings.mode, level, settings.warmup_s, settings.seed + 1000 + index)
+    try:
+        before = await _scrape(metrics_client)
+    except (httpx.HTTPError, ValueError) as exc:
+        before = None
+        notes.append(f"{report.step_label(settings.mode, level)}: no server figures (/metrics: {exc})")
+    readings: list[float] = []
+    stop = asyncio.Event()
+    poller = asyncio.create_task(_poll_pending(metrics_client, workload.model, settings.metrics_interval_s, stop,
+                                               readings))
+    started_s = time.perf_counter() - run_started
+    cpu_before, wall_before = time.process_time(), time.perf_counter()
+    samples = await generator.run(send, settings.mode, level, settings.duration_s, settings.seed + index)
+    cpu_s, wall_s = time.process_time() - cpu_before, time.perf_counter() - wall_before
+    stop.set()
+    await poller
+    figures = report.step_figures(samples, settings.mode, level, settings.duration_s)
+    figures["started_s"] = started_s
+    figures["client"]["cpu_fraction"] = cpu_s / wall_s if wall_s > 0 else float("nan")
+    if before is not None:
+        try:
+            after = await _scrape(metrics_client)
+            figures["server"] = step_server_figures(before, after, workload.model, api) | summarise_pending(readings)
+        except (httpx.HTTPError, ValueError) as exc:
+            notes.append(f"{figures['label']}: no server figures (/metrics: {exc})")
+    notes += _step_notes(figures)
+    return StepOutcome(figures, samples)
 
 
 def _step_notes(figures: dict) -> list[str]:

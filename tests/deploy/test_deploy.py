@@ -176,8 +176,8 @@ def server_container(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[s
     return next(c for c in spec["containers"] if c["name"] == "server")
 
 
-def pod_spec(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
-    return resources[("Deployment", "paca-serve")]["spec"]["template"]["spec"]
+def pod_spec(resources: dict[tuple[str, str], dict[str, Any]], name: str = "paca-serve") -> dict[str, Any]:
+    return resources[("Deployment", name)]["spec"]["template"]["spec"]
 
 
 # --- validators of the field --------------------------------------------------------------------------------
@@ -530,6 +530,44 @@ def test_triton_deployment_serves_what_its_init_container_exports() -> None:
         assert triton[probe]["httpGet"] == {"path": path, "port": "http"}
     service = resources[("Service", "triton")]
     assert {p["name"] for p in service["spec"]["ports"]} == set(ports)
+
+
+@pytest.fixture(scope="module")
+def demo_onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo ONNX files the images bake in: artifacts/demo when `paca demo ensure` made them, else made now."""
+    folder = REPO_ROOT / "artifacts" / "demo"
+    names = [m["name"] for m in yaml.safe_load((K8S / "base" / "repository.yaml").read_text())["models"]]
+    if all((folder / f"{name}.onnx").is_file() for name in names):
+        return folder
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    folder = tmp_path_factory.mktemp("demo-artifacts")
+    result = CliRunner().invoke(app, ["demo", "ensure", "--artifacts-dir", str(folder)])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def test_triton_init_container_script_writes_the_repository_triton_loads(demo_onnx_dir: Path, tmp_path: Path) -> None:
+    """The init container's own script, run here with the real `paca export-triton` (paths moved into tmp)."""
+    spec = pod_spec(by_kind(render_kustomization(K8S / "extras" / "triton")), "triton")
+    models = tmp_path / "models"
+    script = spec["initContainers"][0]["args"][0]
+    script = script.replace("/app/artifacts/demo", str(demo_onnx_dir)).replace("/models", str(models))
+    shim = tmp_path / "bin" / "paca"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "import sys; sys.argv[0] = \'paca\'; '
+                    f'from service.cli import main; main()" "$@"\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}", "PYTHONPATH": str(REPO_ROOT)}
+    result = run_tool("/bin/sh", "-c", script, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    loaded = [a.removeprefix("--load-model=") for a in spec["containers"][0]["args"] if a.startswith("--load-model=")]
+    for name in loaded:
+        config = (models / name / "config.pbtxt").read_text()
+        assert f'name: "{name}"' in config and 'platform: "onnxruntime_onnx"' in config
+        assert (models / name / "1" / "model.onnx").stat().st_size > 0
 
 
 # --- images -------------------------------------------------------------------------------------------------
