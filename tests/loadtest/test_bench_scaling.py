@@ -26,8 +26,9 @@ def test_bench_scaling_smoke_run_writes_json_table_and_plot(tmp_path: Path) -> N
         assert len(row["samples_ms"]) == 2 and row["median_ms"] > 0 and row["peak_mib"] > 0
         assert row["ms_per_megapixel"] == pytest.approx(row["median_ms"] / (row["pixels"] / 1e6))
     for model in ("paca_tiny", "pvt_v2_b1"):
-        # Both are convolution/linear-layer bound at these sizes: their work grows with the pixels (×2.25).
-        assert rows[model, 96]["gflops"] / rows[model, 64]["gflops"] == pytest.approx(2.25, rel=0.15)
+        # ×2.25 pixels: the work grows, by at most about as much (PaCa's 100 cluster tokens cost the same at
+        # any size, so at these tiny sizes it grows less: ×1.9); the FLOP counter is torch's FlopCounterMode.
+        assert 1.5 < rows[model, 96]["gflops"] / rows[model, 64]["gflops"] < 2.6
         assert report["growth"][model]["pixel_ratio"] == pytest.approx(2.25)
     assert report["models"]["paca_tiny"]["params_m"] == pytest.approx(12.2, abs=0.1)  # PaCa-Tiny's 12.2 M
     table = (tmp_path / "scaling.md").read_text()
