@@ -291,3 +291,20 @@ def test_open_loop_counts_arrivals_over_the_in_flight_cap_as_dropped(slow_server
     dropped = [s for s in samples if s.status == "client-dropped"]
     assert len(samples) == 20 and dropped and not any(s.ok for s in dropped)
     assert _max_overlap([s for s in samples if s.status != "client-dropped"]) <= 2
+
+
+def test_model_and_endpoint_choice() -> None:
+    from loadtest.workload import WorkloadError, choose_model
+
+    served = [{"name": "seg", "task": "segmentation", "explain_stages": [1]},
+              {"name": "cls", "task": "classification", "explain_stages": []}]
+    assert choose_model(served, None, None) == (served[0], "segment")  # first model, its REST task
+    assert choose_model(served, None, "classify") == (served[1], "classify")
+    assert choose_model(served, "cls", "v2") == (served[1], "v2")
+    assert choose_model(served, None, "explain") == (served[0], "explain")
+    with pytest.raises(WorkloadError, match="its REST endpoint is classify"):
+        choose_model(served, "cls", "detect")
+    with pytest.raises(WorkloadError, match="exports no cluster maps"):
+        choose_model(served, "cls", "explain")
+    with pytest.raises(WorkloadError, match="no served model fits"):
+        choose_model(served, None, "detect")
