@@ -7,14 +7,19 @@ STAMP := $(VENV)/.installed
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+GRPC_PORT ?= 8001
+# paca loadtest sweep of `make loadtest-report` (a running server: make run in another terminal)
+LOADTEST_ARGS ?= --concurrency 1,4,16 --duration 20
+LOADTEST_OUT ?= loadtest-results
 
-.PHONY: help setup tools run test lint demo-models loadtest clean gpu-check
+.PHONY: help setup tools run test lint demo-models loadtest loadtest-report clean gpu-check
 
 help:
-	@echo "make run    - set up .venv and serve the embedded default models on http://$(HOST):$(PORT)"
+	@echo "make run    - set up .venv and serve the demo models on http://$(HOST):$(PORT) (gRPC $(HOST):$(GRPC_PORT))"
 	@echo "make test   - set up .venv (+ .venv-tools for protocol clients) and run the test suite"
 	@echo "make lint   - ruff"
 	@echo "make loadtest - locust against a running server (make run in another terminal)"
+	@echo "make loadtest-report - paca loadtest sweep with plots into $(LOADTEST_OUT)/ (LOADTEST_ARGS=...)"
 
 $(STAMP): requirements.txt requirements-demo.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +46,7 @@ demo-models: $(STAMP)
 	$(VENV)/bin/paca demo ensure
 
 run: $(STAMP) demo-models
-	$(VENV)/bin/paca serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/paca serve --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 
 test: $(STAMP) $(TOOLS_STAMP)
 	$(VENV)/bin/ruff check .
@@ -53,6 +58,10 @@ lint: $(STAMP)
 
 loadtest: $(STAMP) $(TOOLS_STAMP)
 	$(TOOLS_VENV)/bin/python loadtest/run.py --host http://$(HOST):$(PORT) --users 4 --duration 30
+
+loadtest-report: $(STAMP)
+	$(VENV)/bin/paca loadtest --url http://$(HOST):$(PORT) --grpc-target $(HOST):$(GRPC_PORT) $(LOADTEST_ARGS) \
+		--output $(LOADTEST_OUT)
 
 gpu-check:
 	bash scripts/gpu-check.sh

@@ -1,6 +1,10 @@
-"""Run Triton's perf_analyzer against a PaCa Serve model over KServe v2 HTTP; print a latency/throughput table.
+"""Run Triton's perf_analyzer against a PaCa Serve model over KServe v2 HTTP or gRPC; print a latency table.
 
     .venv-tools/bin/python loadtest/perf_analyzer.py -m demo-digits-classifier --concurrency 1 4
+    .venv-tools/bin/python loadtest/perf_analyzer.py -m demo-digits-classifier -u 127.0.0.1:8001 -i grpc
+
+The target is `host:port` as perf_analyzer's own `-u` takes it, or a URL (`http://host:port`); without a port,
+8000 for HTTP and 8001 for gRPC.
 
 perf_analyzer (installed by scripts/install-perf-analyzer.sh as tools/bin/perf_analyzer) reads the model's
 /v2 metadata and /config, then sends binary FP32 tensors to /infer: zeros by default, or real preprocessed
@@ -18,13 +22,16 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+
+try:
+    from loadtest.hosts import require_loopback, split_target
+except ModuleNotFoundError:  # run as a script from a venv without this project installed (.venv-tools)
+    from hosts import require_loopback, split_target  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 DEFAULT_BINARY = REPO_ROOT / "tools" / "bin" / "perf_analyzer"
-sys.path.insert(0, str(HERE))
-from run import require_loopback  # noqa: E402  (sibling module; this folder is not a package)
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 
 
 @dataclass(frozen=True)
@@ -48,10 +55,14 @@ def build_command(
     request_count: int = 50,
     shape: str | None = None,
     input_data: str = "zero",
+    protocol: str = "http",
 ) -> list[str]:
+    if protocol not in DEFAULT_PORTS:
+        raise ValueError(f"protocol must be http or grpc, got {protocol!r}")
     require_loopback(url)
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    target = f"{parts.hostname}:{parts.port or 8000}"
+    host, port = split_target(url)
+    port = port or DEFAULT_PORTS[protocol]
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 literals keep their brackets
     levels = sorted(set(concurrency))
     if not is_arithmetic(levels):
         raise ValueError(f"one perf_analyzer run sweeps an arithmetic range only, got {concurrency}")
@@ -64,7 +75,7 @@ def build_command(
         "-u",
         target,
         "-i",
-        "http",
+        protocol,
         "-b",
         str(batch_size),
         "--concurrency-range",
@@ -129,6 +140,7 @@ def run_perf_analyzer(
     request_count: int = 50,
     shape: str | None = None,
     input_data: str = "zero",
+    protocol: str = "http",
     timeout_s: float = 300,
 ) -> list[ConcurrencyResult]:
     if not binary.exists():
@@ -139,7 +151,7 @@ def run_perf_analyzer(
     runs = [levels] if is_arithmetic(levels) else [[level] for level in levels]
     results: list[ConcurrencyResult] = []
     for run_levels in runs:
-        tag = f"{model}_c{'-'.join(map(str, run_levels))}"
+        tag = f"{model}_{protocol}_c{'-'.join(map(str, run_levels))}"
         csv_path = out_dir / f"perf_analyzer_{tag}.csv"
         command = build_command(
             binary,
@@ -151,6 +163,7 @@ def run_perf_analyzer(
             request_count=request_count,
             shape=shape,
             input_data=input_data,
+            protocol=protocol,
         )
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
         (out_dir / f"perf_analyzer_{tag}.log").write_text(result.stdout + result.stderr)
@@ -168,7 +181,10 @@ def is_arithmetic(levels: list[int]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", "-m", required=True)
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="server (loopback only)")
+    parser.add_argument("--url", "-u", default="127.0.0.1:8000",
+                        help="server as host:port (perf_analyzer's -u) or http://host:port; loopback only")
+    parser.add_argument("--protocol", "-i", choices=("http", "grpc"), default="http",
+                        help="KServe v2 over HTTP or gRPC (default port 8000 / 8001)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="levels, e.g. 1 2 4 8")
     parser.add_argument("--batch-size", "-b", type=int, default=1)
     parser.add_argument("--requests", type=int, default=50, help="requests per count window")
@@ -192,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             request_count=args.requests,
             shape=args.shape,
             input_data=args.input_data,
+            protocol=args.protocol,
         )
     except (ValueError, FileNotFoundError, RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"perf_analyzer: {exc}", file=sys.stderr)

@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import argparse
 import csv
-import ipaddress
 import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+
+try:
+    from loadtest.hosts import require_loopback
+except ModuleNotFoundError:  # run as a script from a venv without this project installed (.venv-tools)
+    from hosts import require_loopback  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 MAX_USERS = 64
 MAX_DURATION_S = 600
-LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
 @dataclass(frozen=True)
@@ -38,22 +40,6 @@ class EndpointStats:
     p95_ms: float
     p99_ms: float
     requests_per_s: float
-
-
-def require_loopback(url: str) -> str:
-    """Return the URL if its host is a loopback address; refuse anything else."""
-    host = urlsplit(url).hostname
-    if host is None:
-        raise ValueError(f"no host in {url!r}")
-    if host.lower() in LOOPBACK_NAMES:
-        return url
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a DNS name other than localhost
-        loopback = False
-    if not loopback:
-        raise ValueError(f"refusing to load a non-loopback host: {host}")
-    return url
 
 
 def find_locust(explicit: str | None) -> str:

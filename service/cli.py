@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 
 # Packages that add subcommands; a module that does not exist yet is skipped.
-SUBCOMMAND_MODULES = ("models.cli", "export.cli", "service.serve_cli", "demo.cli")
+SUBCOMMAND_MODULES = ("models.cli", "export.cli", "service.serve_cli", "demo.cli", "loadtest.cli")
 
 
 @app.command()

@@ -2,14 +2,17 @@
 
 The nv_* families are rendered from each model's `ModelStats` (the same numbers /stats reports), written
 by hand because prometheus-client would append `_total` to counter names and break Triton compatibility.
-Latency and batch-size histograms come from prometheus-client.
+Latency and batch-size histograms come from prometheus-client, with the standard process_* metrics (CPU seconds,
+resident memory, open file descriptors) of the serving process. The `*_created` timestamp series that
+prometheus-client adds to every counter and histogram are switched off: no dashboard or rule reads them and they
+double the series count.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, disable_created_metrics, generate_latest
 
 from service.stats import FAILURE_REASONS, ModelStats
 
@@ -24,7 +27,9 @@ def _escape(value: str) -> str:
 
 class Metrics:
     def __init__(self) -> None:
+        disable_created_metrics()  # process-wide switch in prometheus-client; read at every scrape
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes, …
         self.request_latency = Histogram(
             "paca_request_duration_seconds",
             "End-to-end request latency (receive → response), by model, API and status.",

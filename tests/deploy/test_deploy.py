@@ -28,6 +28,7 @@ from tests.support.paths import REPO_ROOT
 TOOLS_BIN = REPO_ROOT / ".venv-tools" / "bin"
 K8S = REPO_ROOT / "deploy" / "k8s"
 OVERLAYS = ("cpu", "gpu")
+EXTRAS = ("keda", "kserve", "triton")
 
 
 def tool(name: str) -> Path:
@@ -64,13 +65,28 @@ def _merge(base: Any, patch: Any) -> Any:
 
 
 def _pod_containers(resource: dict[str, Any]) -> list[dict[str, Any]]:
-    spec = resource.get("spec", {}).get("template", {}).get("spec", {})
-    return [*spec.get("initContainers", []), *spec.get("containers", [])]
+    spec = resource.get("spec", {})
+    pod = spec.get("template", {}).get("spec") or spec.get("predictor") or {}  # Deployment, InferenceService
+    return [*pod.get("initContainers", []), *pod.get("containers", [])]
+
+
+def _replace_field(resource: dict[str, Any], field_path: str, value: str, options: dict[str, Any]) -> None:
+    """kustomize replacement into `field_path` (dots; list indices as numbers), whole or one delimited part."""
+    *parents, last = [int(p) if p.isdigit() else p for p in field_path.split(".")]
+    node: Any = resource
+    for part in parents:
+        node = node[part]
+    if "delimiter" in options:
+        parts = node[last].split(options["delimiter"])
+        parts[options["index"]] = value
+        value = options["delimiter"].join(parts)
+    node[last] = value
 
 
 def render_kustomization(directory: Path) -> list[dict[str, Any]]:
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    known = {"apiVersion", "kind", "resources", "labels", "configMapGenerator", "images", "replicas", "patches"}
+    known = {"apiVersion", "kind", "resources", "labels", "configMapGenerator", "images", "replicas", "patches",
+             "namespace", "replacements"}
     unknown = set(kustomization) - known
     assert not unknown, f"{directory}: renderer does not implement {unknown}"
     resources: list[dict[str, Any]] = []
@@ -95,10 +111,14 @@ def render_kustomization(directory: Path) -> list[dict[str, Any]]:
             resources.remove(replaced)
         resources.append(config_map)
     for patch_entry in kustomization.get("patches", []):
-        patch = yaml.safe_load((directory / patch_entry["path"]).read_text())
+        text = patch_entry["patch"] if "patch" in patch_entry else (directory / patch_entry["path"]).read_text()
+        patch = yaml.safe_load(text)
         key = (patch["kind"], patch["metadata"]["name"])
         targets = [r for r in resources if (r["kind"], r["metadata"]["name"]) == key]
-        assert len(targets) == 1, f"patch {patch_entry['path']} matches {len(targets)} resources"
+        assert len(targets) == 1, f"patch {patch_entry.get('path', 'inline')} matches {len(targets)} resources"
+        if patch.pop("$patch", None) == "delete":
+            resources.remove(targets[0])
+            continue
         resources[resources.index(targets[0])] = _merge(targets[0], patch)
     for replica in kustomization.get("replicas", []):
         for r in resources:
@@ -113,6 +133,21 @@ def render_kustomization(directory: Path) -> list[dict[str, Any]]:
     for label_set in kustomization.get("labels", []):
         for r in resources:
             r.setdefault("metadata", {}).setdefault("labels", {}).update(label_set["pairs"])
+    if "namespace" in kustomization:
+        for r in resources:
+            r["metadata"]["namespace"] = kustomization["namespace"]
+    for replacement in kustomization.get("replacements", []):
+        source = replacement["source"]
+        origin = next(r for r in resources if (r["kind"], r["metadata"]["name"]) == (source["kind"], source["name"]))
+        value = origin
+        for part in source["fieldPath"].split("."):
+            value = value[part]
+        for target in replacement["targets"]:
+            select = target["select"]
+            for r in resources:
+                if (r["kind"], r["metadata"]["name"]) == (select["kind"], select["name"]):
+                    for field_path in target["fieldPaths"]:
+                        _replace_field(r, field_path, value, target.get("options", {}))
     return resources
 
 
@@ -142,8 +177,8 @@ def server_container(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[s
     return next(c for c in spec["containers"] if c["name"] == "server")
 
 
-def pod_spec(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
-    return resources[("Deployment", "paca-serve")]["spec"]["template"]["spec"]
+def pod_spec(resources: dict[tuple[str, str], dict[str, Any]], name: str = "paca-serve") -> dict[str, Any]:
+    return resources[("Deployment", name)]["spec"]["template"]["spec"]
 
 
 # --- validators of the field --------------------------------------------------------------------------------
@@ -177,8 +212,21 @@ def test_rendered_overlay_passes_strict_kubernetes_validation(name: str, tmp_pat
     assert "passed for resource deployment/paca-serve" in result.stdout
 
 
-def test_monitoring_manifests_pass_strict_validation() -> None:
-    result = run_tool(tool("kubernetes-validate"), "--strict", K8S / "monitoring" / "prometheus-adapter-config.yaml")
+@pytest.mark.parametrize("name", EXTRAS)
+def test_rendered_extras_pass_strict_kubernetes_validation(name: str, tmp_path: Path) -> None:
+    """KEDA, KServe and Triton renderings. Kinds without a Kubernetes schema (the ScaledObject and
+    InferenceService CRDs) only get a warning from kubernetes-validate; their own tests below check them."""
+    rendered = tmp_path / f"{name}.yaml"
+    rendered.write_text(yaml.safe_dump_all(render_kustomization(K8S / "extras" / name)))
+    result = run_tool(tool("kubernetes-validate"), "--strict", rendered)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "error" not in result.stdout.lower() + result.stderr.lower()
+
+
+def test_monitoring_manifests_pass_strict_validation(tmp_path: Path) -> None:
+    rendered = tmp_path / "monitoring.yaml"
+    rendered.write_text(yaml.safe_dump_all(render_kustomization(K8S / "monitoring")))
+    result = run_tool(tool("kubernetes-validate"), "--strict", rendered)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -194,14 +242,14 @@ def test_strict_validation_rejects_a_misspelled_probe_field(tmp_path: Path) -> N
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
-@pytest.mark.parametrize("name", OVERLAYS)
+@pytest.mark.parametrize("name", [f"overlays/{o}" for o in OVERLAYS] + [f"extras/{e}" for e in EXTRAS] + ["monitoring"])
 def test_renderer_agrees_with_kubectl_kustomize(name: str) -> None:
-    result = run_tool("kubectl", "kustomize", K8S / "overlays" / name)
+    result = run_tool("kubectl", "kustomize", K8S / name)
     if result.returncode != 0 and "kustomize" not in result.stderr.lower():
         pytest.skip(f"kubectl kustomize unavailable: {result.stderr.strip()[:200]}")
     assert result.returncode == 0, result.stderr
     from_kubectl = by_kind([d for d in yaml.safe_load_all(result.stdout) if d])
-    assert _canonical(from_kubectl) == _canonical(by_kind(render_kustomization(K8S / "overlays" / name)))
+    assert _canonical(from_kubectl) == _canonical(by_kind(render_kustomization(K8S / name)))
 
 
 # --- the facts a working deployment needs -------------------------------------------------------------------
@@ -336,27 +384,210 @@ def test_repository_configmap_is_a_valid_model_repository(overlay: tuple[str, di
     assert config_path.parent == Path(mount["mountPath"])
 
 
+def adapter_rule() -> dict[str, Any]:
+    (rule,) = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-rule.yaml").read_text())["rules"]
+    return rule
+
+
 def test_hpa_scales_on_the_metric_the_adapter_rule_produces(overlay: tuple[str, dict]) -> None:
     _, resources = overlay
     hpa = resources[("HorizontalPodAutoscaler", "paca-serve")]
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "paca-serve"}
     assert hpa["spec"]["minReplicas"] >= 1  # no scale-to-zero: cold starts on GPUs take minutes
     metric = hpa["spec"]["metrics"][0]
-    adapter = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-config.yaml").read_text())
-    rule = yaml.safe_load(adapter["data"]["config.yaml"])["rules"][0]
+    rule = adapter_rule()
     assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == rule["name"]["as"]
     assert "nv_inference_queue_duration_us" in rule["seriesQuery"]
     assert "nv_inference_request_success" in rule["metricsQuery"]
 
 
-def test_keda_scaled_object_targets_the_deployment_on_queue_time() -> None:
-    scaled = yaml.safe_load((K8S / "extras" / "keda-scaledobject.yaml").read_text())
-    assert scaled["apiVersion"] == "keda.sh/v1alpha1" and scaled["kind"] == "ScaledObject"
+def test_the_autoscaler_alone_owns_the_replica_count(overlay: tuple[str, dict]) -> None:
+    """A `replicas` in the Deployment would be re-applied by every `kubectl apply`, undoing the HPA's scaling."""
+    name, resources = overlay
+    assert "replicas" not in resources[("Deployment", "paca-serve")]["spec"]
+    hpa = resources[("HorizontalPodAutoscaler", "paca-serve")]
+    assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    if name == "cpu":
+        assert hpa["spec"]["minReplicas"] == 2  # the overlay's "two replicas" now lives in the HPA
+
+
+def test_helm_values_carry_the_same_adapter_rule() -> None:
+    values = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-values.yaml").read_text())
+    assert values["rules"]["custom"] == [adapter_rule()]
+
+
+def test_monitoring_no_longer_replaces_the_adapter_configuration() -> None:
+    rendered = render_kustomization(K8S / "monitoring")
+    assert not [r for r in rendered if r["kind"] == "ConfigMap"]  # the old full-ConfigMap replacement is gone
+    (monitor,) = rendered
+    assert monitor["kind"] == "PodMonitor"
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    labels = pod_template_labels(by_kind(render_kustomization(K8S / "overlays" / "cpu")))
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def pod_template_labels(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, str]:
+    return resources[("Deployment", "paca-serve")]["spec"]["template"]["metadata"]["labels"]
+
+
+def _adapter_config_map(rules: list[dict[str, Any]]) -> str:
+    config = {"rules": rules, "resourceRules": {"cpu": {"containerQuery": "sum(rate(x[3m]))"}}}
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "prometheus-adapter", "namespace": "monitoring",
+                                        "resourceVersion": "4711"},
+                           "data": {"config.yaml": yaml.safe_dump(config)}})
+
+
+def _merge_script(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    script = K8S / "monitoring" / "merge-adapter-rule.py"
+    return subprocess.run([sys.executable, str(script), *args], input=stdin, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_merge_script_adds_the_rule_and_keeps_every_existing_one(tmp_path: Path) -> None:
+    existing = [{"seriesQuery": 'http_requests_total{namespace!="",pod!=""}',
+                 "resources": {"template": "<<.Resource>>"},
+                 "name": {"matches": "^(.*)_total$", "as": "${1}_per_second"},
+                 "metricsQuery": "sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)"}]
+    first = _merge_script(_adapter_config_map(existing))
+    assert first.returncode == 0, first.stderr
+    merged = yaml.safe_load(first.stdout)
+    config = yaml.safe_load(merged["data"]["config.yaml"])
+    assert config["rules"] == [*existing, adapter_rule()]
+    assert config["resourceRules"] == {"cpu": {"containerQuery": "sum(rate(x[3m]))"}}
+    assert merged["metadata"]["resourceVersion"] == "4711"  # `kubectl replace` keeps its optimistic lock
+    # Idempotent: merging into the merged map changes nothing; an outdated copy of our rule is replaced.
+    assert yaml.safe_load(_merge_script(first.stdout).stdout) == merged
+    outdated = {**adapter_rule(), "metricsQuery": "old"}
+    replaced = yaml.safe_load(_merge_script(_adapter_config_map([outdated, *existing])).stdout)
+    assert yaml.safe_load(replaced["data"]["config.yaml"])["rules"] == [adapter_rule(), *existing]
+    (tmp_path / "merged.yaml").write_text(first.stdout)
+    result = run_tool(tool("kubernetes-validate"), "--strict", tmp_path / "merged.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_merge_script_refuses_what_is_not_an_adapter_config_map() -> None:
+    result = _merge_script(yaml.safe_dump({"kind": "Secret", "data": {}}))
+    assert result.returncode == 2 and "expected a ConfigMap" in result.stderr
+    result = _merge_script(yaml.safe_dump({"kind": "ConfigMap", "data": {"other.yaml": "rules: []"}}))
+    assert result.returncode == 2 and "config.yaml" in result.stderr
+
+
+def test_keda_overlay_replaces_the_hpa_and_queries_its_own_namespace(tmp_path: Path) -> None:
+    resources = by_kind(render_kustomization(K8S / "extras" / "keda"))
+    assert ("HorizontalPodAutoscaler", "paca-serve") not in resources  # KEDA creates its own HPA
+    scaled = resources[("ScaledObject", "paca-serve")]
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     assert scaled["spec"]["scaleTargetRef"]["name"] == "paca-serve" and scaled["spec"]["minReplicaCount"] >= 1
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "prometheus"
     assert {"serverAddress", "query", "threshold"} <= trigger["metadata"].keys()
-    assert "nv_inference_queue_duration_us" in trigger["metadata"]["query"]
+    namespace = scaled["metadata"]["namespace"]
+    assert resources[("Deployment", "paca-serve")]["metadata"]["namespace"] == namespace
+    assert trigger["metadata"]["query"].count(f'namespace="{namespace}"') == 2
+    assert "replicas" not in resources[("Deployment", "paca-serve")]["spec"]
+    # Another namespace, set in the one place the kustomization has: the query follows.
+    copy_root = tmp_path / "k8s"
+    shutil.copytree(K8S, copy_root)
+    kustomization = copy_root / "extras" / "keda" / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace(f"namespace: {namespace}", "namespace: team-a"))
+    query = by_kind(render_kustomization(copy_root / "extras" / "keda"))[("ScaledObject", "paca-serve")]
+    query_text = query["spec"]["triggers"][0]["metadata"]["query"]
+    assert query_text.count('namespace="team-a"') == 2 and "default" not in query_text
+    assert "nv_inference_queue_duration_us" in query_text and "nv_inference_request_success" in query_text
+
+
+def test_kserve_inference_service_is_a_v2_custom_predictor_of_the_image(tmp_path: Path) -> None:
+    (service,) = render_kustomization(K8S / "extras" / "kserve")
+    assert (service["apiVersion"], service["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    predictor = service["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    assert container["name"] == "kserve-container"  # the container KServe routes to
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["PROTOCOL"] == "v2"  # KServe's marker for a custom predictor's protocol
+    args = container["args"]
+    port = int(args[args.index("--port") + 1])
+    assert [p["containerPort"] for p in container["ports"]] == [port] == [8080]  # one port under Knative
+    assert args[args.index("--grpc-port") + 1] == "0" and args[args.index("--host") + 1] == "0.0.0.0"
+    assert args[args.index("--config") + 1] == "/etc/paca/repository.yaml"  # baked into the image
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": port}
+    assert predictor["annotations"]["prometheus.kserve.io/port"] == str(port)
+    assert predictor["minReplicas"] >= 1 and predictor["scaleMetric"] in ("concurrency", "rps", "cpu", "memory")
+    # The predictor's pod part is a Kubernetes PodSpec: validate it strictly as one.
+    kserve_fields = {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "timeout", "annotations",
+                     "labels", "containerConcurrency", "canaryTrafficPercent", "logger", "batcher"}
+    assert set(predictor) - kserve_fields <= {"containers", "volumes"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "paca-serve-predictor"},
+           "spec": {k: v for k, v in predictor.items() if k not in kserve_fields}}
+    (tmp_path / "pod.yaml").write_text(yaml.safe_dump(pod))
+    result = run_tool(tool("kubernetes-validate"), "--strict", tmp_path / "pod.yaml")
+    assert result.returncode == 0 and "passed for resource pod/paca-serve-predictor" in result.stdout, result.stdout
+
+
+def test_triton_deployment_serves_what_its_init_container_exports() -> None:
+    resources = by_kind(render_kustomization(K8S / "extras" / "triton"))
+    spec = resources[("Deployment", "triton")]["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    (triton,) = spec["containers"]
+    assert init["image"].startswith("paca-serve:") and triton["image"].startswith("nvcr.io/nvidia/tritonserver:")
+    script = init["args"][0]
+    exported = re.search(r"for model in ([^;]+);", script).group(1).split()
+    repository = yaml.safe_load((K8S / "base" / "repository.yaml").read_text())
+    assert sorted(exported) == sorted(m["name"] for m in repository["models"])  # the models the image bakes in
+    assert "paca export-triton" in script and "--repository /models" in script
+    args = triton["args"]
+    assert "--model-repository=/models" in args and "--model-control-mode=explicit" in args
+    assert sorted(a.removeprefix("--load-model=") for a in args if a.startswith("--load-model=")) == sorted(
+        f"{m}_onnx" for m in exported)
+    mounts = {c["name"]: {m["name"]: m["mountPath"] for m in c["volumeMounts"]} for c in (init, triton)}
+    assert mounts["export-triton"]["models"] == mounts["triton"]["models"] == "/models"
+    ports = {p["name"]: p["containerPort"] for p in triton["ports"]}
+    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    for probe, path in (("startupProbe", "/v2/health/ready"), ("livenessProbe", "/v2/health/live"),
+                        ("readinessProbe", "/v2/health/ready")):
+        assert triton[probe]["httpGet"] == {"path": path, "port": "http"}
+    service = resources[("Service", "triton")]
+    assert {p["name"] for p in service["spec"]["ports"]} == set(ports)
+
+
+@pytest.fixture(scope="module")
+def demo_onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo ONNX files the images bake in: artifacts/demo when `paca demo ensure` made them, else made now."""
+    folder = REPO_ROOT / "artifacts" / "demo"
+    names = [m["name"] for m in yaml.safe_load((K8S / "base" / "repository.yaml").read_text())["models"]]
+    if all((folder / f"{name}.onnx").is_file() for name in names):
+        return folder
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    folder = tmp_path_factory.mktemp("demo-artifacts")
+    result = CliRunner().invoke(app, ["demo", "ensure", "--artifacts-dir", str(folder)])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def test_triton_init_container_script_writes_the_repository_triton_loads(demo_onnx_dir: Path, tmp_path: Path) -> None:
+    """The init container's own script, run here with the real `paca export-triton` (paths moved into tmp)."""
+    spec = pod_spec(by_kind(render_kustomization(K8S / "extras" / "triton")), "triton")
+    models = tmp_path / "models"
+    script = spec["initContainers"][0]["args"][0]
+    script = script.replace("/app/artifacts/demo", str(demo_onnx_dir)).replace("/models", str(models))
+    shim = tmp_path / "bin" / "paca"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "import sys; sys.argv[0] = \'paca\'; '
+                    f'from service.cli import main; main()" "$@"\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}", "PYTHONPATH": str(REPO_ROOT)}
+    result = run_tool("/bin/sh", "-c", script, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    loaded = [a.removeprefix("--load-model=") for a in spec["containers"][0]["args"] if a.startswith("--load-model=")]
+    for name in loaded:
+        config = (models / name / "config.pbtxt").read_text()
+        assert f'name: "{name}"' in config and 'platform: "onnxruntime_onnx"' in config
+        assert (models / name / "1" / "model.onnx").stat().st_size > 0
 
 
 # --- images -------------------------------------------------------------------------------------------------
@@ -604,3 +835,17 @@ def test_perf_analyzer_wrapper_runs() -> None:
         pytest.skip("perf_analyzer not installed (make tools)")
     result = run_tool(wrapper, "--version")
     assert result.returncode == 0 and "Perf Analyzer Version 2.47.0" in result.stdout + result.stderr
+
+
+# --- Makefile -----------------------------------------------------------------------------------------------
+
+
+def test_make_run_passes_host_port_and_grpc_port() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    result = run_tool("make", "-n", "run", "HOST=127.0.0.2", "PORT=8123", "GRPC_PORT=8124", cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    serve = next(line for line in result.stdout.splitlines() if "paca serve" in line)
+    assert serve.split()[-6:] == ["--host", "127.0.0.2", "--port", "8123", "--grpc-port", "8124"]
+    report = run_tool("make", "-n", "loadtest-report", "PORT=8123", "GRPC_PORT=8124", cwd=REPO_ROOT)
+    assert "--url http://127.0.0.1:8123 --grpc-target 127.0.0.1:8124" in report.stdout

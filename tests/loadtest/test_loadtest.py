@@ -9,28 +9,19 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import httpx
 import pytest
-import yaml
 
+from tests.loadtest.conftest import CLASSIFIER, DEMO_ARCHS
 from tests.support.paths import REPO_ROOT
 from tests.support.server import LOCUST, PERF_ANALYZER, ServerProcess
-from tests.support.server import running_server as serve
-
-CLASSIFIER = "demo-digits-classifier"
-DEMO_ARTIFACTS = REPO_ROOT / "artifacts" / "demo"
-DEMO_ARCHS = {
-    "demo-digits-classifier": "demo_digits_cls",
-    "demo-digits-segmenter": "demo_digits_seg",
-    "demo-digits-detector": "demo_digits_det",
-}
 
 
 def _load(name: str) -> ModuleType:
+    """The stand-alone scripts as the tools venv runs them: by file, not as package modules."""
     spec = importlib.util.spec_from_file_location(f"loadtest_{name}", REPO_ROOT / "loadtest" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -44,45 +35,13 @@ perf = _load("perf_analyzer")
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repository: the demo artifacts `paca demo ensure` made, else a freshly exported classifier."""
-    folder = tmp_path_factory.mktemp("repository")
-    available = {
-        name: DEMO_ARTIFACTS / f"{name}.onnx" for name in DEMO_ARCHS if (DEMO_ARTIFACTS / f"{name}.onnx").exists()
-    }
-    if CLASSIFIER not in available:
-        from export.onnx_export import export_onnx
-
-        available = {CLASSIFIER: export_onnx(DEMO_ARCHS[CLASSIFIER], folder / f"{CLASSIFIER}.onnx")}
-    models = []
-    for name, artifact in available.items():
-        dense = name != CLASSIFIER
-        models.append(
-            {
-                "name": name,
-                "artifact": str(artifact),
-                "max_batch_size": 1 if "detector" in name else 4,
-                "batching": {"max_queue_delay_ms": 2, "max_queue_size": 256, "queue_timeout_ms": 30000},
-                "warmup": {"image_sizes": [[128, 128]]} if dense else {"enabled": True},
-                "options": {"intra_op_threads": 1, "allow_spinning": False},
-            }
-        )
-    path = folder / "repository.yaml"
-    path.write_text(yaml.safe_dump({"models": models}))
-    return path
+def running_server(loadtest_server: ServerProcess) -> ServerProcess:
+    return loadtest_server
 
 
 @pytest.fixture(scope="module")
-def running_server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """`paca serve` on free loopback ports with torch blocked (the serving path must not need it: CPU image)."""
-    with serve(tmp_path_factory.mktemp("server"), repository, grpc=True, block_torch=True,
-               extra_args=("--log-text",)) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def server(running_server: ServerProcess) -> str:
-    return running_server.url
+def server(loadtest_server: ServerProcess) -> str:
+    return loadtest_server.url
 
 
 def test_loopback_guard_refuses_other_hosts() -> None:
@@ -100,6 +59,22 @@ def test_loopback_guard_refuses_other_hosts() -> None:
     assert command[command.index("--concurrency-range") + 1] == "1:5:2"
     assert command[command.index("-u") + 1] == "127.0.0.1:8123"
     assert perf.is_arithmetic([1, 2, 3]) and not perf.is_arithmetic([1, 2, 4])
+
+
+def test_perf_analyzer_wrapper_takes_host_port_like_perf_analyzer_and_grpc() -> None:
+    def target(url: str, protocol: str = "http") -> tuple[str, str]:
+        command = perf.build_command(PERF_ANALYZER, "m", url, [1], Path("x.csv"), protocol=protocol)
+        return command[command.index("-u") + 1], command[command.index("-i") + 1]
+
+    assert target("127.0.0.1:8123") == ("127.0.0.1:8123", "http")  # perf_analyzer's own -u form
+    assert target("localhost") == ("localhost:8000", "http")
+    assert target("localhost", "grpc") == ("localhost:8001", "grpc")  # gRPC's default port
+    assert target("127.0.0.1:9001", "grpc") == ("127.0.0.1:9001", "grpc")
+    assert target("http://[::1]:9000", "grpc") == ("[::1]:9000", "grpc")
+    with pytest.raises(ValueError, match="non-loopback"):
+        target("10.1.1.1:8001", "grpc")
+    with pytest.raises(ValueError, match="protocol"):
+        target("127.0.0.1:8001", "tcp")
 
 
 def test_deployment_probes_and_hpa_metrics_exist_on_the_real_server(running_server: ServerProcess) -> None:
@@ -158,3 +133,14 @@ def test_perf_analyzer_count_windows_against_v2_with_real_images(server: str, tm
         assert result.infer_per_s > 0 and 0 < result.p50_ms <= result.p99_ms
         assert result.server_queue_ms is not None  # /stats is advertised and read: the server-side split
     assert "infer/s" in perf.format_table(CLASSIFIER, results)
+
+
+@pytest.mark.skipif(not PERF_ANALYZER.exists(), reason="perf_analyzer not installed (make tools)")
+def test_perf_analyzer_over_grpc_with_a_host_port_target(running_server: ServerProcess, tmp_path: Path) -> None:
+    results = perf.run_perf_analyzer(
+        CLASSIFIER, f"127.0.0.1:{running_server.grpc_port}", [1], tmp_path, request_count=20, protocol="grpc",
+        timeout_s=120,
+    )
+    assert [r.concurrency for r in results] == [1]
+    assert results[0].infer_per_s > 0 and 0 < results[0].p50_ms <= results[0].p99_ms
+    assert results[0].server_queue_ms is not None  # statistics read over gRPC too

@@ -274,7 +274,8 @@ def test_request_ids_are_echoed_generated_and_logged_as_json(client: httpx.Clien
     assert len(generated.headers["x-request-id"]) == 32
     access = []
     for _ in range(150):  # log lines are written by a background thread: give it a moment
-        entries = [json.loads(line) for line in server.log().splitlines() if line.startswith("{") and line.endswith("}")]
+        lines = server.log().splitlines()
+        entries = [json.loads(line) for line in lines if line.startswith("{") and line.endswith("}")]
         access = [e for e in entries if e.get("request_id") == "trace-123"]
         if access:
             break
