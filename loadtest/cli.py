@@ -166,3 +166,34 @@ def bench_scaling_command(
     if models:
         command += ["--models", models]
     raise typer.Exit(subprocess.run(command, check=False).returncode)
+
+
+@bench_app.command("serving")
+def bench_serving_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for serving.json, serving.md and "
+                                         "serving.png.")] = Path("benchmark-results/serving"),
+    seconds: Annotated[float, typer.Option(help="Window per system, leg and concurrency, per round.", min=0.1)] = 4.0,
+    rounds: Annotated[int, typer.Option(help="Rounds over everything, in rotated order.", min=1)] = 3,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated client concurrencies.")] = "1,4,16",
+    models: Annotated[str, typer.Option(help="Comma-separated: tiny (demo classifier, 32×32), paca-tiny "
+                                        "(PaCa-Tiny 224², random weights).")] = "tiny,paca-tiny",
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads, the same for every system.",
+                                         min=1)] = 1,
+    no_pytriton: Annotated[bool, typer.Option("--no-pytriton", help="Leave the Triton (PyTriton) peer out.")] = False,
+    smoke: Annotated[bool, typer.Option(help="Seconds: the tiny model, c=1,2, one round, fewer peers.")] = False,
+) -> None:
+    """PaCa Serve vs the raw backend vs Triton (PyTriton), LitServe and a naive FastAPI app, side by side.
+
+    Runs benchmarks/serving.py of the source checkout: perf_analyzer (HTTP, gRPC) and a Python client,
+    rotated rounds, a table with the goals of docs/performance.md and a plot.
+    """
+    script = CHECKOUT / "benchmarks" / "serving.py"
+    if not script.exists():
+        typer.echo(f"paca bench: {script} not found. The benchmarks are not part of the installed package; "
+                   f"run this command from a clone of the PaCa Serve repository (pip install -e .).", err=True)
+        raise typer.Exit(2)
+    command = [sys.executable, str(script), "--output", str(output), "--seconds", str(seconds), "--rounds",
+               str(rounds), "--concurrency", *concurrency.split(","), "--models", *models.split(","),
+               "--threads", str(threads)]
+    command += ["--no-pytriton"] * no_pytriton + ["--smoke"] * smoke
+    raise typer.Exit(subprocess.run(command, check=False).returncode)
