@@ -90,7 +90,8 @@ def numeric_array(name: str, datatype: str, shape: Sequence[int], *, data: objec
         if len(raw) != count * dtype.itemsize:
             raise BadRequest(f"input {name!r}: {len(raw)} bytes of binary data, but shape {list(shape)} × "
                              f"{datatype} needs {count * dtype.itemsize}")
-        return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=True)
+        # A read-only view of the body, no copy; the batch buffer is the one copy (a byte swap on big-endian hosts).
+        return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
     if data is None:
         raise BadRequest(f"input {name!r} has neither 'data' nor binary data")
     try:
