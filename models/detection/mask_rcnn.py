@@ -35,13 +35,21 @@ RawDetections = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, to
 
 
 class ImageRows(NamedTuple):
-    """Variable-length per-image results as flat rows, image-major: row i is row `rank[i]` of image `image[i]`."""
+    """Variable-length per-image boxes as flat rows, image-major: row i is row `rank[i]` of image `image[i]`."""
 
     image: torch.Tensor  # (R,) int64
     rank: torch.Tensor  # (R,) int64
     boxes: torch.Tensor  # (R, 4)
-    scores: torch.Tensor | None = None  # (R,)
-    labels: torch.Tensor | None = None  # (R,) int64, 0-based label-set index
+
+
+class Detections(NamedTuple):
+    """`ImageRows` of detections, with their scores and 0-based label-set labels."""
+
+    image: torch.Tensor  # (K,) int64
+    rank: torch.Tensor  # (K,) int64, < detections_per_img
+    boxes: torch.Tensor  # (K, 4)
+    scores: torch.Tensor  # (K,)
+    labels: torch.Tensor  # (K,) int64
 
 # mmdet test configuration of the official detectors (detector-mapping.md §1, §4).
 MMDET_TEST_DEFAULTS: dict[str, Any] = {
@@ -81,7 +89,7 @@ def _check_images(pixel_values: torch.Tensor) -> None:
         )
 
 
-def _rois(rows: ImageRows) -> torch.Tensor:
+def _rois(rows: ImageRows | Detections) -> torch.Tensor:
     """(R, 5) RoIs: image index, then the box."""
     return torch.cat([rows.image[:, None].to(rows.boxes.dtype), rows.boxes], dim=1)
 
@@ -149,7 +157,6 @@ class PaCaMaskRCNN(MaskRCNN):
         found = self._classify(levels[:4], self._proposals(levels, image_hw), image_hw)
         mask_probs = self._mask_probs(levels[:4], found)
         rows = self.roi_heads.detections_per_img
-        assert found.scores is not None and found.labels is not None
 
         def pad(values: torch.Tensor) -> torch.Tensor:
             return pad_per_image(values, found.image, found.rank, batch, rows)
@@ -184,7 +191,7 @@ class PaCaMaskRCNN(MaskRCNN):
         image, index = image[best], index[best]
         return ImageRows(image, rank[best], proposals[image, index])
 
-    def _classify(self, levels: list[torch.Tensor], proposals: ImageRows, image_hw: tuple[int, int]) -> ImageRows:
+    def _classify(self, levels: list[torch.Tensor], proposals: ImageRows, image_hw: tuple[int, int]) -> Detections:
         """mmdet bbox head test, per image: softmax, class-specific decode + clip, score > thr, class-wise NMS,
         top-k. No small-box filter (mmdet keeps degenerate border boxes)."""
         heads = self.roi_heads
@@ -209,14 +216,13 @@ class PaCaMaskRCNN(MaskRCNN):
         best = torch.where(rank < heads.detections_per_img)[0]
         image, index = image[best], index[best]
         flat = (image, index)
-        return ImageRows(image, rank[best], boxes.reshape(batch, -1, 4)[flat], scores.reshape(batch, -1)[flat],
-                         labels.reshape(batch, -1)[flat])
+        return Detections(image, rank[best], boxes.reshape(batch, -1, 4)[flat], scores.reshape(batch, -1)[flat],
+                          labels.reshape(batch, -1)[flat])
 
-    def _mask_probs(self, levels: list[torch.Tensor], detections: ImageRows) -> torch.Tensor:
+    def _mask_probs(self, levels: list[torch.Tensor], detections: Detections) -> torch.Tensor:
         """(K, 28, 28) sigmoid masks of each detection's own class."""
         heads = self.roi_heads
         labels = detections.labels
-        assert labels is not None
         mask_logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool.pool_rois(levels, _rois(detections))))
         chosen = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels + 1]
         return chosen.sigmoid()

@@ -21,7 +21,7 @@ from models.detection.anchors import FixedStrideAnchorGenerator
 from models.detection.archs import DETECTION_BACKBONES
 from models.detection.box_coder import SymmetricClampBoxCoder
 from models.detection.convert import convert_mmdet_mask_rcnn
-from models.detection.mask_rcnn import ImageRows, build_mask_rcnn
+from models.detection.mask_rcnn import Detections, ImageRows, build_mask_rcnn
 from models.detection.per_image import nms_per_image, pad_per_image, rank_within_image
 from models.detection.roi_align import AlignedMultiScaleRoIAlign, mmdet_roi_levels
 from models.postprocess import paste_masks
@@ -356,7 +356,7 @@ def test_cuda_kernels_match_cpu_on_fixed_boxes() -> None:
     labels = torch.tensor([0, 2, 1])
     cpu_levels = list(model.backbone(x).values())
     cpu_pooled = model.roi_heads.box_roi_pool.pool(cpu_levels[:4], [boxes])
-    rows = ImageRows(torch.zeros(3, dtype=torch.int64), torch.arange(3), boxes, labels=labels)
+    rows = Detections(torch.zeros(3, dtype=torch.int64), torch.arange(3), boxes, torch.ones(3), labels)
     cpu_masks = model._mask_probs(cpu_levels[:4], rows)
     model = model.cuda()
     gpu_levels = list(model.backbone(x.cuda()).values())
@@ -364,7 +364,7 @@ def test_cuda_kernels_match_cpu_on_fixed_boxes() -> None:
         torch.testing.assert_close(gpu_level.cpu(), cpu_level, rtol=1e-3, atol=1e-3)
     gpu_pooled = model.roi_heads.box_roi_pool.pool(gpu_levels[:4], [boxes.cuda()])
     torch.testing.assert_close(gpu_pooled.cpu(), cpu_pooled, rtol=1e-3, atol=1e-3)
-    gpu_masks = model._mask_probs(gpu_levels[:4], ImageRows(*(t.cuda() for t in rows[:3]), labels=labels.cuda()))
+    gpu_masks = model._mask_probs(gpu_levels[:4], Detections(*(t.cuda() for t in rows)))
     torch.testing.assert_close(gpu_masks.cpu(), cpu_masks, rtol=1e-3, atol=1e-3)
     raw = model.forward_raw(x.cuda(), (96, 128))
     assert raw[0].is_cuda and raw[3].shape[2:] == (28, 28)
