@@ -54,18 +54,31 @@ def ensure(
     artifacts_dir: Annotated[Path, typer.Option(help="Where the served ONNX artifacts go.")] = DEFAULT_ARTIFACTS,
     seed: Annotated[int, typer.Option(help="Seed used if weights must be trained.")] = 0,
 ) -> None:
-    """Make sure every demo model has weights (train if missing) and an ONNX artifact (export if missing)."""
+    """Make sure every demo model has weights (train if missing) and a current ONNX artifact (export if missing,
+    older than its weights, or written by another exporter version)."""
     from models.demo.archs import SERVED_NAMES, weights_path
 
     for name in DEMO_ARCHS:
         artifact = artifacts_dir / f"{SERVED_NAMES[name]}.onnx"
-        if artifact.exists() and weights_path(name).exists():
+        if weights_path(name).exists() and artifact_is_current(artifact, weights_path(name)):
             typer.echo(f"{name}: {artifact} present")
             continue
+        if artifact.exists():
+            typer.echo(f"{name}: {artifact} is out of date (older than its weights or another exporter version)")
         try:
             _ensure_one(name, artifact, seed)
         except ImportError as exc:
             typer.secho(f"{name}: skipped, its model code is not available here ({exc})", fg="yellow", err=True)
+
+
+def artifact_is_current(artifact: Path, weights: Path) -> bool:
+    """Whether `artifact` can be served as is: present, not older than `weights`, and written by this exporter
+    version (`paca.exporter_version`); an older contract may not fit the service (e.g. a one-image detector)."""
+    if not artifact.exists() or artifact.stat().st_mtime < weights.stat().st_mtime:
+        return False
+    from export.metadata import EXPORTER_VERSION, onnx_props
+
+    return onnx_props(artifact).get("paca.exporter_version") == EXPORTER_VERSION
 
 
 def _ensure_one(name: str, artifact: Path, seed: int) -> None:
@@ -79,7 +92,9 @@ def _ensure_one(name: str, artifact: Path, seed: int) -> None:
     from export import export_onnx
 
     typer.echo(f"{name}: exporting {artifact}")
-    export_onnx(name, artifact, checkpoint=weights_path(name))
+    partial = artifact.with_name(f"partial-{artifact.name}")  # a failed export never leaves a half file behind
+    export_onnx(name, partial, checkpoint=weights_path(name))
+    partial.replace(artifact)
 
 
 @demo_app.command("eval")

@@ -177,9 +177,9 @@ def predict_detections(model, scenes: Sequence[data.Scene]) -> list[Detections]:
     with torch.inference_mode():
         for item in scenes:
             hw = item.image.shape[:2]
-            boxes, scores, labels, mask_probs = (
-                t.numpy() for t in model.forward_raw(to_input(item.image[None], "demo_digits_det"), hw)
-            )
+            *rows, counts = model.forward_raw(to_input(item.image[None], "demo_digits_det"), hw)
+            count = int(counts[0])  # the image's real rows; the rest is padding
+            boxes, scores, labels, mask_probs = (t[0, :count].numpy() for t in rows)
             found.append(Detections(boxes, scores, labels, paste_masks(mask_probs, boxes, hw)))
     return found
 

@@ -71,8 +71,10 @@ def export_command(
             typer.echo(f"verification FAILED: {exc}", err=True)
             raise typer.Exit(1) from exc
         for result in results:
+            alone = (f", batched vs alone {max(result.batched_vs_alone.values()):.2e}"
+                     if result.batched_vs_alone else "")
             typer.echo(f"verified batch {result.batch} {result.hw[0]}x{result.hw[1]}: "
-                       f"max |ONNX Runtime − PyTorch| = {result.worst:.2e}")
+                       f"max |ONNX Runtime − PyTorch| = {result.worst:.2e}{alone}")
 
 
 BUILD_STEPS = 6  # the report() calls of build_engine
@@ -118,8 +120,8 @@ def build_engine_command(
     """Build a TensorRT engine from an exported PaCa ONNX file, with the PaCaAttention QDP plugin.
 
     The optimisation profile defaults to what the service sends for the artifact's preprocessing
-    (fixed size for classification; any orientation up to the long side for dense tasks; batch 1 for
-    detection). Needs TensorRT >= 10.9 and a CUDA GPU; the engine only runs on the same TensorRT version
+    (fixed size for classification; any orientation up to the long side for dense tasks; detection is
+    refused by the builder). Needs TensorRT >= 10.9 and a CUDA GPU; the engine only runs on the same TensorRT version
     and GPU compute capability, which the JSON manifest written beside it records and `load_engine` checks.
     """
     import onnx
@@ -187,8 +189,8 @@ def export_triton_command(
     engine: Annotated[Path | None, typer.Option(help="TensorRT plan from `paca build-engine` to put in the "
                                                 "_trt variant (its .json manifest must sit beside it).",
                                                 exists=True, dir_okay=False)] = None,
-    max_batch_size: Annotated[int, typer.Option(help="Triton max_batch_size (ignored for detection: one "
-                                                "image per request).", min=1)] = 16,
+    max_batch_size: Annotated[int, typer.Option(help="Triton max_batch_size (Triton batches only inputs of "
+                                                "one shape: same-size images).", min=1)] = 16,
     preferred_batch: Annotated[list[int] | None, typer.Option(help="Preferred batch sizes of the dynamic "
                                                               "batcher (repeatable); also warmed up.")] = None,
     max_queue_delay_us: Annotated[int, typer.Option(help="Dynamic batcher max queue delay (µs).", min=0)] = 2000,

@@ -33,7 +33,7 @@ from models.tasks import TaskSpec, cluster_stage, task_spec
 if TYPE_CHECKING:
     import onnx
 
-EXPORTER_VERSION = "1.1.0"
+EXPORTER_VERSION = "1.2.0"  # 1.2: detection batches (per-image padded outputs + num_detections)
 KEY_PREFIX = "paca."
 RANDOM_WEIGHTS = "random"
 UNKNOWN = "unknown"

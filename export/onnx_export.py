@@ -1,7 +1,8 @@
 """`export_onnx`: a PaCa model → one self-contained ONNX file with the custom op, its body and metadata.
 
 Steps (each reported to `progress`): build/load the model → swap the attention cores for the
-custom-op module → torch.onnx.export (dynamo) with a dynamic batch (and H/W for dense tasks) →
+custom-op module → torch.onnx.export (dynamo) with a dynamic batch (and H/W for dense tasks) and the
+detector's per-image NMS as ONNX `NonMaxSuppression` (`export.detection_ops`) →
 attach the `PaCaAttention` function body (or inline it) → metadata → check → save.
 """
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from export.custom_op import custom_attention_cores
+from export.detection_ops import translation_table
 from export.metadata import UNKNOWN, ArtifactMetadata, describe_weights, label_names_for, write_metadata
 from export.onnx_function import attach_attention_function, custom_nodes, inline_attention
 from models.outputs import example_input, wrap_outputs
@@ -35,7 +37,9 @@ def load_model(arch: str, checkpoint: str | os.PathLike | None) -> nn.Module:
 
 
 def dynamic_shapes(task: TaskSpec) -> tuple[dict[int, object], ...]:
-    """Dynamic batch where the task batches (a batch of 1 specialises otherwise); dynamic H/W for dense tasks."""
+    """Dynamic batch where the task batches (a batch of 1 specialises otherwise); dynamic H/W for dense tasks.
+
+    Detection batches too: its batches hold images of one padded size, and every output is per image."""
     axes: dict[int, object] = {}
     if task.batchable:
         axes[0] = torch.export.Dim("batch", min=1, max=1024)
@@ -78,7 +82,7 @@ def export_onnx(arch: str, output: str | os.PathLike, *, checkpoint: str | os.Pa
         program = torch.onnx.export(
             wrapper, (example,), dynamo=True, opset_version=opset, input_names=["pixel_values"],
             output_names=outputs, dynamic_shapes=dynamic_shapes(spec.task_spec), external_data=False,
-            optimize=True, verbose=False,
+            optimize=True, verbose=False, custom_translation_table=translation_table(),
         )
     proto = program.model_proto
 

@@ -82,7 +82,11 @@ def model_config(
     label_output = metadata.task_spec.label_output if metadata.label_names else None
 
     def dims(shape: Sequence[int]) -> list[int]:
-        return list(shape[1:]) if batched else list(shape)
+        inner = list(shape[1:]) if batched else list(shape)
+        return inner or [1]  # a batch-only tensor (B,) is [1] to the API, with an empty reshape for the model
+
+    def reshape(shape: Sequence[int]) -> dict[str, object]:
+        return {"reshape": {"shape": []}} if batched and len(shape) == 1 else {}
 
     config: dict[str, object] = {"name": name, "platform": platform}
     if backend:
@@ -95,7 +99,7 @@ def model_config(
     config["input"] = [{"name": t.name, "data_type": triton_type(t.datatype), "format": "FORMAT_NCHW",
                         "dims": dims(t.shape), "optional": False, "is_shape_tensor": False} for t in inputs]
     config["output"] = [
-        {"name": t.name, "data_type": triton_type(t.datatype), "dims": dims(t.shape),
+        {"name": t.name, "data_type": triton_type(t.datatype), "dims": dims(t.shape), **reshape(t.shape),
          **({"label_filename": LABELS_FILE} if t.name == label_output else {})}
         for t in outputs
     ]

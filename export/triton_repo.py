@@ -168,9 +168,14 @@ def write_triton_repository(onnx_path: str | os.PathLike, repository: str | os.P
         (directory / LABELS_FILE).write_text("\n".join(metadata.label_names) + "\n", encoding="utf-8")
         (directory / "preprocess.json").write_text(json.dumps(json.loads(metadata.preprocess.to_json()), indent=2)
                                                    + "\n")
-    batching = (f"Dynamic batching up to {options.max_batch_size} images per execution."
-                if batched else "Detection runs one image per request (max_batch_size 0, input batch 1), "
-                                "because PaCa features depend on the padding.")
+    batching = (f"Dynamic batching up to {options.max_batch_size} images per execution. Triton batches only "
+                "requests whose inputs have the same shape, so images of one padded size share a run; PaCa "
+                "features depend on the padding, so never pad images to a common size to batch them."
+                if batched else "One image per request (max_batch_size 0, input batch 1).")
+    if metadata.task == "detection":
+        batching += (" Detection returns per image a fixed number of rows (`boxes`, `scores`, `labels`, "
+                     "`mask_probs`, best first) and `num_detections`: how many of those rows are real; the "
+                     "rest are zeros.")
     (repository / "README.md").write_text(README.format(arch=metadata.arch, task=metadata.task, name=name,
                                                         trt_status=trt_status, batching=batching))
     return repository

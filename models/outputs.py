@@ -29,10 +29,11 @@ class ClusterOutputsWrapper(nn.Module):
 
 
 class DetectionWrapper(nn.Module):
-    """Detection, one image per run: (boxes, scores, labels, mask_probs, *cluster maps).
+    """Detection: (boxes, scores, labels, mask_probs, num_detections, *cluster maps), all batch-first.
 
-    The image size passed to `forward_raw` is the input's own (H, W): the service pads to the
-    model's divisor before inference, and boxes are clipped to the unpadded size it reports.
+    A batch holds images of one padded size, so the image size passed to `forward_raw` is the input's
+    own (H, W) for every image: the service pads to the model's divisor before inference, and clips
+    boxes to each image after rescaling.
     """
 
     def __init__(self, model: nn.Module, cluster_stages: tuple[int, ...]) -> None:
@@ -73,7 +74,7 @@ def example_input(spec: ArchSpec, *, seed: int = 0) -> torch.Tensor:
 def wrap_outputs(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, tuple[int, ...]]:
     """`model` wrapped to the artifact's output layout, and its clustering stages.
 
-    Detectors expose `forward_raw` (the raw tensors of one image); every other PaCa model
+    Detectors expose `forward_raw` (per-image padded detections); every other PaCa model
     `forward_with_clusters`.
     """
     if hasattr(model, "forward_raw"):

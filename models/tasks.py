@@ -18,8 +18,10 @@ CLUSTER_OUTPUT_PREFIX = "clusters_stage"
 class TaskSpec:
     """Facts of one task.
 
-    `batchable`: images of one input size share a backend run. Detection runs one image per pass,
-    because mmdet's test-time behaviour (and PaCa's padding-dependent features) is defined per image.
+    `batchable`: images of one input size share a backend run. PaCa's features depend on the padding,
+    so only images of one padded size share a run (the batcher groups by input shape); for detection that
+    gives each image exactly its alone-results, since everything after the backbone is per image and the
+    outputs are padded per image (`num_detections` says how many of the rows are real).
     `dense`: inputs keep the image's aspect ratio, so H and W vary per image (dynamic axes on export).
     `verb`: the REST endpoint (`/v1/models/{name}/{verb}`). `label_output`: the output whose last axis
     indexes the label set (Triton's `label_filename`).
@@ -43,7 +45,8 @@ TASKS: dict[str, TaskSpec] = {
     for spec in (
         TaskSpec("classification", ("logits",), batchable=True, dense=False, verb="classify", label_output="logits"),
         TaskSpec("segmentation", ("seg_logits",), batchable=True, dense=True, verb="segment"),
-        TaskSpec("detection", ("boxes", "scores", "labels", "mask_probs"), batchable=False, dense=True, verb="detect"),
+        TaskSpec("detection", ("boxes", "scores", "labels", "mask_probs", "num_detections"), batchable=True,
+                 dense=True, verb="detect"),
     )
 }
 

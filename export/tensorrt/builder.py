@@ -103,8 +103,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
     metadata = read_metadata(onnx.load(str(onnx_path), load_external_data=False))
     if metadata.task == "detection":
         raise EngineBuildError(
-            f"{onnx_path} is a detection artifact: its outputs (boxes, scores, labels, masks) have a "
-            "data-dependent length, which the TensorRT backend does not serve. Serve detection with the "
+            f"{onnx_path} is a detection artifact: its graph selects detections with NMS, whose result has a "
+            "data-dependent length, which this TensorRT path does not build. Serve detection with the "
             "onnxruntime backend (CUDAExecutionProvider) or torch instead.")
 
     report("registering the PaCaAttention plugin")

@@ -54,7 +54,8 @@ def default_profile(task: str, preprocess: PreprocessSpec, *, max_batch: int = 3
 
     Fixed-size inputs (classification): batch 1..max_batch at that size. Keep-ratio inputs: any
     orientation up to the long side (rounded up to the pad divisor), opt at the landscape size.
-    Tasks that run one image per pass (detection) get batch 1.
+    A task that did not batch would get batch 1 (every task batches now; detection batches images of
+    one padded size, though `build_engine` still refuses detection).
     """
     if not task_spec(task).batchable:
         max_batch = opt_batch = 1

@@ -55,7 +55,7 @@ for _backbone, _file in DETECTION_BACKBONES.items():
         labels="coco80",
         checkpoint_files=(_file,),
         convert_checkpoint=_convert,
-        description=f"COCO Mask R-CNN (FPN, 1x) on {_backbone}; mmdet test-time behaviour, one image per run",
+        description=f"COCO Mask R-CNN (FPN, 1x) on {_backbone}; mmdet test-time behaviour, batches same-size images",
         backbone=_backbone,
         note=TEACHER_FILE_NOTE if "convmixer_tiny" in _file else "",
     ))

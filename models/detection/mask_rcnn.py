@@ -4,15 +4,17 @@ Every inference difference listed in detector-mapping.md §3b is fixed here or i
 unrounded anchors with fixed strides (`anchors`), aligned RoIAlign with adaptive sampling on both poolers
 (`roi_align`), symmetric dw/dh clamp (`box_coder`), mmdet's small-box rules (RPN keeps w > 0 and h > 0;
 no filter on final boxes) and the mmdet mask paste (`models.postprocess.paste_masks`). Resizing and
-normalisation happen outside the model (the service's PreprocessSpec), and inference runs one image per
-pass because PaCa features depend on the padding (§5).
+normalisation happen outside the model (the service's PreprocessSpec). PaCa features depend on the
+padding (§5), so a batch holds only images of one padded size (same padding, same features): every step
+after the backbone is per image (`models.detection.per_image`), so an image's detections are those it gets
+alone, padded to `detections_per_img` rows plus a count.
 
 Class layout: 81 classes, torchvision style (index 0 = background, index j = label-set class j − 1).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +26,30 @@ from models.config import PaCaConfig
 from models.detection.anchors import ANCHOR_SIZES, ASPECT_RATIOS, FPN_STRIDES, FixedStrideAnchorGenerator
 from models.detection.backbone import PaCaFPNBackbone
 from models.detection.box_coder import SymmetricClampBoxCoder
+from models.detection.per_image import count_per_image, nms_per_image, pad_per_image, rank_within_image
 from models.detection.roi_align import AlignedMultiScaleRoIAlign
 from models.postprocess import paste_masks
 
-RawDetections = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+# boxes (B, D, 4), scores (B, D), labels (B, D) int64, mask_probs (B, D, 28, 28), num_detections (B,) int64
+RawDetections = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class ImageRows(NamedTuple):
+    """Variable-length per-image boxes as flat rows, image-major: row i is row `rank[i]` of image `image[i]`."""
+
+    image: torch.Tensor  # (R,) int64
+    rank: torch.Tensor  # (R,) int64
+    boxes: torch.Tensor  # (R, 4)
+
+
+class Detections(NamedTuple):
+    """`ImageRows` of detections, with their scores and 0-based label-set labels."""
+
+    image: torch.Tensor  # (K,) int64
+    rank: torch.Tensor  # (K,) int64, < detections_per_img
+    boxes: torch.Tensor  # (K, 4)
+    scores: torch.Tensor  # (K,)
+    labels: torch.Tensor  # (K,) int64
 
 # mmdet test configuration of the official detectors (detector-mapping.md §1, §4).
 MMDET_TEST_DEFAULTS: dict[str, Any] = {
@@ -59,24 +81,17 @@ class PassThroughTransform(GeneralizedRCNNTransform):
         return result
 
 
-def batched_nms_mmdet(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
-                      iou_threshold: float) -> torch.Tensor:
-    """Per-group NMS by mmcv's coordinate offset (offset = group · (max coordinate + 1)); indices by score.
-
-    One NMS call, no data-dependent branch (traceable); identical to mmcv's `batched_nms` below its
-    10,000-box split threshold, which is where mmcv uses the same trick.
-    """
-    max_coordinate = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
-    offsets = groups.to(boxes.dtype) * (max_coordinate + 1)
-    return box_ops.nms(boxes + offsets[:, None], scores, iou_threshold)
-
-
-def _check_single_image(pixel_values: torch.Tensor) -> None:
-    if pixel_values.dim() != 4 or pixel_values.shape[0] != 1 or pixel_values.shape[1] != 3:
+def _check_images(pixel_values: torch.Tensor) -> None:
+    if pixel_values.dim() != 4 or pixel_values.shape[1] != 3 or pixel_values.shape[0] < 1:
         raise ValueError(
-            f"detection runs one image per pass: expected pixel_values of shape (1, 3, H, W), "
+            f"expected pixel_values of shape (B, 3, H, W) with B >= 1 (images of one padded size), "
             f"got {tuple(pixel_values.shape)}"
         )
+
+
+def _rois(rows: ImageRows | Detections) -> torch.Tensor:
+    """(R, 5) RoIs: image index, then the box."""
+    return torch.cat([rows.image[:, None].to(rows.boxes.dtype), rows.boxes], dim=1)
 
 
 def pad_to_multiple(image: torch.Tensor, divisor: int) -> torch.Tensor:
@@ -88,7 +103,7 @@ def pad_to_multiple(image: torch.Tensor, divisor: int) -> torch.Tensor:
 class PaCaMaskRCNN(MaskRCNN):
     """torchvision `MaskRCNN` whose eval path reproduces the official mmdet detector.
 
-    - `forward_raw(pixel_values (1,3,H,W), image_hw)`: the exported inference graph.
+    - `forward_raw(pixel_values (B,3,H,W), image_hw)`: the exported inference graph (B images of one size).
     - `forward(images)`: eval → torchvision-style dicts (one image per pass); training → torchvision losses.
     """
 
@@ -113,20 +128,22 @@ class PaCaMaskRCNN(MaskRCNN):
     # ------------------------------------------------------------------------------ inference graph
 
     def forward_raw(self, pixel_values: torch.Tensor, image_hw: tuple[int, int]) -> RawDetections:
-        """One padded, normalised image (1, 3, H, W) → (boxes (K,4), scores (K), labels (K), mask_probs (K,28,28)).
+        """Padded, normalised images of one size (B, 3, H, W) → per image D = `detections_per_img` rows:
+        boxes (B, D, 4), scores (B, D), labels (B, D), mask_probs (B, D, 28, 28), num_detections (B,).
 
-        `image_hw` is the unpadded (resized) size; boxes are clipped to it and stay in that pixel frame.
-        Labels are 0-based label-set indices; mask_probs are the sigmoid 28×28 RoI masks of each box's
-        own class, not pasted. Shapes depend only on H and W except K (data-dependent, ≤ detections_per_img).
+        Image b's first `num_detections[b]` rows are its detections, best first; the other rows are zeros
+        (score 0). `image_hw` is the unpadded (resized) size shared by the batch; boxes are clipped to it
+        and stay in that pixel frame. Labels are 0-based label-set indices; mask_probs are the sigmoid
+        28×28 RoI masks of each box's own class, not pasted. Each image's rows are the ones it gets alone.
         """
-        _check_single_image(pixel_values)
+        _check_images(pixel_values)
         return self._detect(self.backbone(pixel_values), image_hw)
 
     def forward_raw_with_clusters(
         self, pixel_values: torch.Tensor, image_hw: tuple[int, int]
     ) -> tuple[RawDetections, list[torch.Tensor | None]]:
-        """`forward_raw` plus the backbone's per-stage cluster assignments (1, M_i, H_i, W_i) or None."""
-        _check_single_image(pixel_values)
+        """`forward_raw` plus the backbone's per-stage cluster assignments (B, M_i, H_i, W_i) or None."""
+        _check_images(pixel_values)
         pyramid, assignments = self.backbone.forward_with_clusters(pixel_values)
         return self._detect(pyramid, image_hw), assignments
 
@@ -136,52 +153,77 @@ class PaCaMaskRCNN(MaskRCNN):
 
     def _detect(self, pyramid: dict[str, torch.Tensor], image_hw: tuple[int, int]) -> RawDetections:
         levels = list(pyramid.values())
-        proposals = self._proposals(levels, image_hw)
-        boxes, scores, labels = self._classify(levels[:4], proposals, image_hw)
-        return boxes, scores, labels, self._mask_probs(levels[:4], boxes, labels)
+        batch = levels[0].shape[0]
+        found = self._classify(levels[:4], self._proposals(levels, image_hw), image_hw)
+        mask_probs = self._mask_probs(levels[:4], found)
+        rows = self.roi_heads.detections_per_img
 
-    def _proposals(self, levels: list[torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
-        """mmdet RPN test: per level top-`nms_pre` by score, decode, clip, keep w > 0 and h > 0,
+        def pad(values: torch.Tensor) -> torch.Tensor:
+            return pad_per_image(values, found.image, found.rank, batch, rows)
+
+        return (pad(found.boxes), pad(found.scores), pad(found.labels), pad(mask_probs),
+                count_per_image(found.image, batch))
+
+    def _proposals(self, levels: list[torch.Tensor], image_hw: tuple[int, int]) -> ImageRows:
+        """mmdet RPN test, per image: per level top-`nms_pre` by score, decode, clip, keep w > 0 and h > 0,
         NMS per level, keep the best `max_per_img`."""
         objectness, deltas = self.rpn.head(levels)
         anchors = self.rpn.anchor_generator.level_anchors(levels)
         pre_nms = self.rpn._pre_nms_top_n["testing"]
+        batch = levels[0].shape[0]
         boxes, scores, level_ids = [], [], []
         for level, (logits, level_deltas, level_anchors) in enumerate(zip(objectness, deltas, anchors, strict=True)):
-            level_scores = logits[0].permute(1, 2, 0).reshape(-1)  # (H·W·A): location-major, then anchor
-            level_deltas = level_deltas[0].permute(1, 2, 0).reshape(-1, 4)
-            level_scores, top = level_scores.topk(torch.sym_min(pre_nms, level_scores.shape[0]))
-            boxes.append(self.rpn.box_coder.decode_single(level_deltas[top], level_anchors[top]))
+            level_scores = logits.permute(0, 2, 3, 1).reshape(batch, -1)  # (B, H·W·A): location-major, then anchor
+            level_deltas = level_deltas.permute(0, 2, 3, 1).reshape(batch, -1, 4)
+            level_scores, top = level_scores.topk(torch.sym_min(pre_nms, level_scores.shape[1]), dim=1)
+            chosen = torch.gather(level_deltas, 1, top[..., None].expand(-1, -1, 4))
+            decoded = self.rpn.box_coder.decode_single(chosen.reshape(-1, 4), level_anchors[top].reshape(-1, 4))
+            boxes.append(decoded.reshape(batch, -1, 4))
             scores.append(level_scores.sigmoid())
             level_ids.append(torch.full_like(top, level))
-        proposals = box_ops.clip_boxes_to_image(torch.cat(boxes), image_hw)
-        all_scores, all_levels = torch.cat(scores), torch.cat(level_ids)
-        valid = torch.where((proposals[:, 2] > proposals[:, 0]) & (proposals[:, 3] > proposals[:, 1]))[0]
-        proposals, all_scores, all_levels = proposals[valid], all_scores[valid], all_levels[valid]
-        keep = batched_nms_mmdet(proposals, all_scores, all_levels, self.rpn.nms_thresh)
-        return proposals[keep[: self.rpn._post_nms_top_n["testing"]]]
+        proposals = box_ops.clip_boxes_to_image(torch.cat(boxes, dim=1), image_hw)
+        valid = (proposals[..., 2] > proposals[..., 0]) & (proposals[..., 3] > proposals[..., 1])
+        kept = nms_per_image(proposals, torch.cat(scores, dim=1), valid, torch.cat(level_ids, dim=1),
+                             self.rpn.nms_thresh)
+        image, index = kept[:, 0], kept[:, 1]
+        rank = rank_within_image(image, batch)
+        best = torch.where(rank < self.rpn._post_nms_top_n["testing"])[0]
+        image, index = image[best], index[best]
+        return ImageRows(image, rank[best], proposals[image, index])
 
-    def _classify(self, levels: list[torch.Tensor], proposals: torch.Tensor,
-                  image_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """mmdet bbox head test: softmax, class-specific decode + clip, score > thr, class-wise NMS, top-k.
-        No small-box filter (mmdet keeps degenerate border boxes)."""
+    def _classify(self, levels: list[torch.Tensor], proposals: ImageRows, image_hw: tuple[int, int]) -> Detections:
+        """mmdet bbox head test, per image: softmax, class-specific decode + clip, score > thr, class-wise NMS,
+        top-k. No small-box filter (mmdet keeps degenerate border boxes)."""
         heads = self.roi_heads
-        features = heads.box_head(heads.box_roi_pool.pool(levels, [proposals]))
+        batch = levels[0].shape[0]
+        features = heads.box_head(heads.box_roi_pool.pool_rois(levels, _rois(proposals)))
         class_logits, box_regression = heads.box_predictor(features)
         num_classes = class_logits.shape[-1]
         scores = F.softmax(class_logits, -1)[:, 1:]  # drop background (torchvision index 0)
-        boxes = heads.box_coder.decode_single(box_regression, proposals).reshape(-1, num_classes, 4)[:, 1:]
+        boxes = heads.box_coder.decode_single(box_regression, proposals.boxes).reshape(-1, num_classes, 4)[:, 1:]
         boxes = box_ops.clip_boxes_to_image(boxes, image_hw)
+        # Per image (B, proposal rank, class); slots without a proposal are no NMS candidates.
+        slots = self.rpn._post_nms_top_n["testing"]
+        present = pad_per_image(torch.ones_like(proposals.image, dtype=torch.bool), proposals.image, proposals.rank,
+                                batch, slots)
+        boxes = pad_per_image(boxes, proposals.image, proposals.rank, batch, slots)
+        scores = pad_per_image(scores, proposals.image, proposals.rank, batch, slots)
         labels = torch.arange(num_classes - 1, device=scores.device).expand_as(scores)
-        boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
-        candidates = torch.where(scores > heads.score_thresh)[0]
-        boxes, scores, labels = boxes[candidates], scores[candidates], labels[candidates]
-        keep = batched_nms_mmdet(boxes, scores, labels, heads.nms_thresh)[: heads.detections_per_img]
-        return boxes[keep], scores[keep], labels[keep]
+        candidates = present[..., None] & (scores > heads.score_thresh)
+        kept = nms_per_image(boxes, scores, candidates, labels, heads.nms_thresh)
+        image, index = kept[:, 0], kept[:, 1]
+        rank = rank_within_image(image, batch)
+        best = torch.where(rank < heads.detections_per_img)[0]
+        image, index = image[best], index[best]
+        flat = (image, index)
+        return Detections(image, rank[best], boxes.reshape(batch, -1, 4)[flat], scores.reshape(batch, -1)[flat],
+                          labels.reshape(batch, -1)[flat])
 
-    def _mask_probs(self, levels: list[torch.Tensor], boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _mask_probs(self, levels: list[torch.Tensor], detections: Detections) -> torch.Tensor:
+        """(K, 28, 28) sigmoid masks of each detection's own class."""
         heads = self.roi_heads
-        mask_logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool.pool(levels, [boxes])))
+        labels = detections.labels
+        mask_logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool.pool_rois(levels, _rois(detections))))
         chosen = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels + 1]
         return chosen.sigmoid()
 
@@ -206,7 +248,9 @@ class PaCaMaskRCNN(MaskRCNN):
                 raise ValueError(f"expected images of shape (3, H, W), got {tuple(image.shape)}")
             height, width = image.shape[-2:]
             padded = pad_to_multiple(image, self.transform.size_divisible)[None]
-            boxes, scores, labels, mask_probs = self.forward_raw(padded, (height, width))
+            boxes, scores, labels, mask_probs, counts = self.forward_raw(padded, (height, width))
+            count = int(counts[0])
+            boxes, scores, labels, mask_probs = (t[0, :count] for t in (boxes, scores, labels, mask_probs))
             masks = paste_masks(mask_probs.detach().cpu().numpy(), boxes.detach().cpu().numpy(), (height, width))
             results.append({
                 "boxes": boxes,

@@ -35,6 +35,10 @@ class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
         rois = torch.cat(
             [torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)], dim=0
         )
+        return self.pool_rois(features, rois)
+
+    def pool_rois(self, features: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """(R, C, out, out) for rois (R, 5) = (image index, x1, y1, x2, y2); each RoI reads only its image."""
         levels = mmdet_roi_levels(rois[:, 1:], len(features))
         pooled, order = [], []
         for level, (feature, stride) in enumerate(zip(features, self.strides, strict=True)):

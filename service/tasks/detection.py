@@ -1,4 +1,8 @@
-"""detect: boxes, labels and scores above a threshold, with instance masks as COCO RLE, in original pixels."""
+"""detect: boxes, labels and scores above a threshold, with instance masks as COCO RLE, in original pixels.
+
+The model gives each image a fixed number of rows, the first `num_detections` of them real (best first),
+so images of one size can share a batch; only the real rows are thresholded and answered.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,11 @@ from service.api.schemas import Detection, DetectionResult, DetectResponse
 from service.prepare import PreparedImage
 from service.tasks.base import TaskHandler, TaskParams, TaskRequest
 from service.tasks.rle import window_rle
+
+
+def real_rows(outputs: Mapping[str, np.ndarray]) -> int:
+    """How many of one image's padded rows are detections (`num_detections`); the rest are padding."""
+    return int(np.asarray(outputs["num_detections"]).reshape(-1)[0])
 
 
 class DetectParams(TaskParams):
@@ -31,7 +40,8 @@ class DetectionHandler(TaskHandler[DetectParams, DetectionResult]):
     def postprocess(self, outputs: Mapping[str, np.ndarray], image: PreparedImage, info: ArtifactMetadata,
                     request: TaskRequest[DetectParams]) -> DetectionResult:
         meta = image.meta
-        scores = np.asarray(outputs["scores"], dtype=np.float32).reshape(-1)
+        real = real_rows(outputs)
+        scores = np.asarray(outputs["scores"], dtype=np.float32).reshape(-1)[:real]
         keep = np.flatnonzero(scores >= request.params.score_threshold)
         keep = keep[np.argsort(-scores[keep], kind="stable")]
         boxes = rescale_boxes(np.asarray(outputs["boxes"], dtype=np.float32).reshape(-1, 4)[keep], meta.scale_yx)
@@ -40,7 +50,9 @@ class DetectionHandler(TaskHandler[DetectParams, DetectionResult]):
         labels = np.asarray(outputs["labels"]).reshape(-1)[keep].astype(np.int64)
         masks = [None] * len(keep)
         if request.params.masks and len(keep):
-            windows = paste_mask_windows(np.asarray(outputs["mask_probs"])[keep], boxes, meta.original_hw)
+            mask_probs = np.asarray(outputs["mask_probs"])
+            mask_probs = mask_probs.reshape(-1, *mask_probs.shape[-2:])
+            windows = paste_mask_windows(mask_probs[keep], boxes, meta.original_hw)
             masks = [window_rle(top, left, window, height, width) for top, left, window in windows]
         return DetectionResult(detections=[
             Detection(box=[round(float(v), 2) for v in box], index=int(label), label=info.label(int(label)),

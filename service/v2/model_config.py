@@ -23,7 +23,7 @@ def model_metadata(model: ServedModel) -> dict[str, object]:
 
 
 def served_model_config(model: ServedModel) -> dict[str, object]:
-    """Triton's ModelConfig JSON for a served model (max_batch_size 0 = one image per run)."""
+    """Triton's ModelConfig JSON for a served model (max_batch_size 0 would mean: the model does not batch)."""
     assert model.info is not None
     batching = model.config.batching
     policy = BatchingPolicy(

@@ -68,10 +68,15 @@ def test_declared_outputs_are_filtered_by_what_the_backend_has_and_main_outputs_
 
 
 def test_for_arch_describes_a_registered_arch_from_the_registry() -> None:
-    info = ArtifactMetadata.for_arch("demo_digits_det", ("boxes", "scores", "labels", "mask_probs"))
+    outputs = ("boxes", "scores", "labels", "mask_probs", "num_detections")
+    info = ArtifactMetadata.for_arch("demo_digits_det", outputs)
     assert info.task == "detection" and info.labels == "digits10" and info.label_names[7] == "7"
-    assert not info.task_spec.batchable and info.main_outputs == TASKS["detection"].main_outputs
-    assert json.loads(info.to_props()["paca.outputs"]) == ["boxes", "scores", "labels", "mask_probs"]
+    assert info.task_spec.batchable and info.main_outputs == TASKS["detection"].main_outputs == outputs
+    assert json.loads(info.to_props()["paca.outputs"]) == list(outputs)
+    # An artifact of the one-image contract (no num_detections) no longer fits the service: refused by name.
+    old = {**info.to_props(), "paca.outputs": json.dumps(list(outputs[:4]))}
+    with pytest.raises(ValueError, match=r"missing \['num_detections'\]"):
+        ArtifactMetadata.from_props(old, available_outputs=list(outputs[:4]))
 
 
 def test_weights_provenance_names_the_file_and_its_digest(tmp_path) -> None:

@@ -155,7 +155,10 @@ def test_verify_catches_a_different_model(classifier):
     from export.verify import verify_export
 
     _, path = classifier
-    assert verify_export(path, classifier[0], batches=(1, 3))[1].worst < ATOL
+    single, batched = verify_export(path, classifier[0], batches=(1, 3))
+    assert batched.worst < ATOL and not single.batched_vs_alone
+    assert set(batched.batched_vs_alone) == {"logits", "clusters_stage1", "clusters_stage2", "clusters_stage3"}
+    assert max(batched.batched_vs_alone.values()) < ATOL
     torch.manual_seed(123)
     other = get_arch("demo_digits_cls").factory().eval()
     with pytest.raises(AssertionError, match=r"max \|ONNX Runtime − PyTorch\|"):

@@ -53,9 +53,9 @@ def test_default_profiles_cover_what_the_service_sends():
     seg = default_profile("segmentation", ADE20K_SEGMENTATION)
     assert seg.opt == (8, 3, 512, 2048) and seg.max == (32, 3, 2048, 2048)
     assert seg.covers((3, 3, 512, 683)) and seg.covers((1, 3, 683, 512))
-    det = default_profile("detection", COCO_DETECTION, max_batch=32)
-    assert det.min[0] == det.opt[0] == det.max[0] == 1
-    assert det.max == (1, 3, 1344, 1344) and det.covers((1, 3, 800, 1216))  # 1333 rounded up to /32
+    det = default_profile("detection", COCO_DETECTION, max_batch=32)  # detection batches same-size images too
+    assert (det.min[0], det.opt[0], det.max[0]) == (1, 8, 32)
+    assert det.max == (32, 3, 1344, 1344) and det.covers((4, 3, 800, 1216))  # 1333 rounded up to /32
 
 
 def test_profile_validation_and_parsing():

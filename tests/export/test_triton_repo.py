@@ -46,23 +46,33 @@ def parse_configs(*paths: Path) -> dict[str, dict]:
     return {Path(k).parent.name: v for k, v in json.loads(result.stdout).items()}
 
 
-def artifact(path: Path, arch: str, outputs: list[tuple[str, list]], hw: tuple) -> Path:
-    """A small real ONNX graph with the artifact interface (pixel_values in, the task's outputs out)."""
+def artifact(path: Path, arch: str, outputs: list[tuple], hw: tuple) -> Path:
+    """A small real ONNX graph with the artifact interface (pixel_values in, the task's outputs out).
+
+    Outputs are (name, dims) or (name, dims, element type): 4-d ones are 1×1 convolutions of the input;
+    others ("batch", *static dims) are zeros of that shape, for the batch-first detection outputs."""
     spec = get_arch(arch)
     nodes, values, inits = [], [], []
-    for i, (name, dims) in enumerate(outputs):
-        channels = dims[1] if len(dims) > 1 and isinstance(dims[1], int) else 4
-        weight = np.full((channels, 3, 1, 1), 0.1 * (i + 1), np.float32)
-        inits.append(helper.make_tensor(f"w{i}", TensorProto.FLOAT, weight.shape, weight.ravel()))
-        nodes.append(helper.make_node("Conv", ["pixel_values", f"w{i}"], [name]))
-        values.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
-    batch = 1 if spec.task == "detection" else "batch"
+    nodes.append(helper.make_node("Shape", ["pixel_values"], ["batch_dim"], start=0, end=1))
+    for i, (name, dims, *kind) in enumerate(outputs):
+        elem_type = kind[0] if kind else TensorProto.FLOAT
+        if len(dims) == 4:
+            channels = dims[1] if isinstance(dims[1], int) else 4
+            weight = np.full((channels, 3, 1, 1), 0.1 * (i + 1), np.float32)
+            inits.append(helper.make_tensor(f"w{i}", TensorProto.FLOAT, weight.shape, weight.ravel()))
+            nodes.append(helper.make_node("Conv", ["pixel_values", f"w{i}"], [name]))
+        else:
+            inits.append(helper.make_tensor(f"inner{i}", TensorProto.INT64, [len(dims) - 1], dims[1:]))
+            inits.append(helper.make_tensor(f"zero{i}", elem_type, [], [0]))
+            nodes.append(helper.make_node("Concat", ["batch_dim", f"inner{i}"], [f"shape{i}"], axis=0))
+            nodes.append(helper.make_node("Expand", [f"zero{i}", f"shape{i}"], [name]))
+        values.append(helper.make_tensor_value_info(name, elem_type, dims))
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT,
-                                                                         [batch, 3, *hw])], values, inits)
+                                                                         ["batch", 3, *hw])], values, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     names = tuple(f"class{i}" for i in range(10))
     write_metadata(model, ArtifactMetadata(arch, spec.task, spec.preprocess, spec.labels, names,
-                                           tuple(n for n, _ in outputs)).to_props())
+                                           tuple(output[0] for output in outputs)).to_props())
     onnx.save(model, str(path))
     return path
 
@@ -108,7 +118,10 @@ def test_classification_repository(tmp_path):
 
 def test_dense_and_detection_repositories_with_engine(tmp_path):
     seg = artifact(tmp_path / "seg.onnx", "demo_digits_seg", [("seg_logits", ["batch", 11, "h", "w"])], ("H", "W"))
-    det = artifact(tmp_path / "det.onnx", "demo_digits_det", [("boxes", [1, 4, "h", "w"])], ("H", "W"))
+    det = artifact(tmp_path / "det.onnx", "demo_digits_det", [
+        ("boxes", ["batch", 20, 4]), ("scores", ["batch", 20]), ("labels", ["batch", 20], TensorProto.INT64),
+        ("mask_probs", ["batch", 20, 28, 28]), ("num_detections", ["batch"], TensorProto.INT64),
+        ("clusters_stage1", ["batch", 8, "h", "w"])], ("H", "W"))
     engine = tmp_path / "seg.plan"
     engine.write_bytes(b"PLAN")
     write_manifest(engine, EngineManifest("10.13.3.9", "NVIDIA H100", "9.0", "fp16",
@@ -127,11 +140,23 @@ def test_dense_and_detection_repositories_with_engine(tmp_path):
     assert seg_trt["model_warmup"][0]["inputs"]["pixel_values"]["dims"] == ["3", "128", "128"]  # keep-ratio size
     assert (repo / "demo_digits_seg_trt" / "1" / "model.plan").read_bytes() == b"PLAN"
     assert (repo / "demo_digits_seg_trt" / "1" / "model.plan.json").is_file()
+    # Detection batches like the others (images of one padded size); the batch-only count is Triton's
+    # dims [1] with an empty reshape.
     det_cfg = configs["demo_digits_det_onnx"]
-    assert det_cfg.get("max_batch_size", 0) == 0 and "dynamic_batching" not in det_cfg
-    assert det_cfg["input"][0]["dims"] == ["1", "3", "-1", "-1"]
-    assert [w["batch_size"] for w in det_cfg["model_warmup"]] == [1]
-    assert "one image per request" in (repo / "README.md").read_text()
+    assert int(det_cfg["max_batch_size"]) == 16 and "dynamic_batching" in det_cfg
+    assert det_cfg["input"][0]["dims"] == ["3", "-1", "-1"]
+    outputs = {o["name"]: o for o in det_cfg["output"]}
+    assert outputs["boxes"]["dims"] == ["20", "4"] and outputs["mask_probs"]["dims"] == ["20", "28", "28"]
+    assert outputs["labels"]["data_type"] == "TYPE_INT64" and "reshape" not in outputs["labels"]
+    assert outputs["num_detections"] == {"name": "num_detections", "data_type": "TYPE_INT64", "dims": ["1"],
+                                         "reshape": {}}
+    assert [w["batch_size"] for w in det_cfg["model_warmup"]] == [1, 4, 8]
+    readme = (repo / "README.md").read_text()
+    assert "same shape" in readme and "`num_detections`" in readme
+    sess = ort.InferenceSession(str(repo / "demo_digits_det_onnx" / "1" / "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+    counts = sess.run(["num_detections"], {"pixel_values": np.zeros((3, 3, 64, 96), np.float32)})[0]
+    assert counts.shape == (3,) and counts.dtype == np.int64
 
 
 def test_engine_without_manifest_is_refused(tmp_path):

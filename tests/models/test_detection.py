@@ -1,4 +1,5 @@
-"""Mask R-CNN: official mmdet checkpoints convert and load strictly; every mmdet-parity fix; end-to-end runs."""
+"""Mask R-CNN: official mmdet checkpoints convert and load strictly; every mmdet-parity fix; end-to-end runs;
+a batch of same-size images gives each image what it gets alone."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from models.detection.anchors import FixedStrideAnchorGenerator
 from models.detection.archs import DETECTION_BACKBONES
 from models.detection.box_coder import SymmetricClampBoxCoder
 from models.detection.convert import convert_mmdet_mask_rcnn
-from models.detection.mask_rcnn import build_mask_rcnn
+from models.detection.mask_rcnn import Detections, ImageRows, build_mask_rcnn
+from models.detection.per_image import nms_per_image, pad_per_image, rank_within_image
 from models.detection.roi_align import AlignedMultiScaleRoIAlign, mmdet_roi_levels
 from models.postprocess import paste_masks
 from models.variants import CLASSIFICATION_VARIANTS
@@ -221,7 +223,8 @@ def test_degenerate_border_boxes_are_kept_like_mmdet() -> None:
     predictor.bbox_pred.bias[4] = -100.0  # label 0: dx = −10 widths → pushed left of the image, clipped
     levels = list(model.backbone(torch.randn(1, 3, 64, 64)).values())[:4]
     proposals = torch.tensor([[0.0, 10.0, 10.0, 20.0], [20.0, 20.0, 40.0, 50.0]])
-    boxes, scores, labels = model._classify(levels, proposals, (64, 64))
+    found = model._classify(levels, ImageRows(torch.zeros(2, dtype=torch.int64), torch.arange(2), proposals), (64, 64))
+    boxes, scores, labels = found.boxes, found.scores, found.labels
     degenerate = (boxes[:, 2] - boxes[:, 0]) <= 0
     assert degenerate.sum().item() == 2 and (labels[degenerate] == 0).all()
     assert (scores > 0.99).sum().item() == 2
@@ -243,7 +246,7 @@ def test_rpn_keeps_only_positive_size_proposals() -> None:
     head.bbox_pred.bias.zero_()
     head.bbox_pred.bias[0] = -1000.0  # anchor 0 of every location: moved far left → clipped to zero width
     levels = list(model.backbone(torch.randn(1, 3, 64, 96)).values())
-    proposals = model._proposals(levels, (64, 96))
+    proposals = model._proposals(levels, (64, 96)).boxes
     assert len(proposals) > 0
     assert ((proposals[:, 2] - proposals[:, 0]) > 0).all() and ((proposals[:, 3] - proposals[:, 1]) > 0).all()
     assert (proposals[:, 2] <= 96).all() and (proposals[:, 3] <= 64).all() and (proposals >= 0).all()
@@ -285,7 +288,9 @@ def test_tiny_detector_end_to_end_one_image_at_a_time() -> None:
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 128).all() and (boxes[:, 3] <= 96).all()
     # The raw (exported) path on the padded input gives the same detections, 0-based labels and 28×28 masks.
     padded = torch.nn.functional.pad(first, (0, 0, 0, 0))[None]  # 96×128 is already a multiple of 32
-    raw_boxes, raw_scores, raw_labels, mask_probs = model.forward_raw(padded, (96, 128))
+    *rows, counts = model.forward_raw(padded, (96, 128))
+    assert counts.tolist() == [count] and rows[3].shape == (1, 25, 28, 28)
+    raw_boxes, raw_scores, raw_labels, mask_probs = (t[0, :count] for t in rows)
     torch.testing.assert_close(raw_scores, result["scores"], rtol=0, atol=0)
     torch.testing.assert_close(raw_boxes, boxes, rtol=0, atol=0)
     torch.testing.assert_close(raw_labels + 1, result["labels"], rtol=0, atol=0)
@@ -300,11 +305,12 @@ def test_tiny_detector_end_to_end_one_image_at_a_time() -> None:
 def test_forward_with_clusters_returns_backbone_assignments() -> None:
     model = _small_detector()
     x = torch.randn(1, 3, 64, 96)
-    (boxes, scores, labels, mask_probs), clusters = model.forward_with_clusters(x)
+    detections, clusters = model.forward_with_clusters(x)
     assert [None if c is None else tuple(c.shape) for c in clusters] == [
         (1, 8, 16, 24), (1, 8, 8, 12), (1, 8, 4, 6), None]
     raw = model.forward_raw(x, (64, 96))
-    for a, b in zip(raw, (boxes, scores, labels, mask_probs), strict=True):
+    assert len(raw) == len(detections) == 5
+    for a, b in zip(raw, detections, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert model.backbone.config.clusters == (8, 8, 8, 0)
 
@@ -350,20 +356,102 @@ def test_cuda_kernels_match_cpu_on_fixed_boxes() -> None:
     labels = torch.tensor([0, 2, 1])
     cpu_levels = list(model.backbone(x).values())
     cpu_pooled = model.roi_heads.box_roi_pool.pool(cpu_levels[:4], [boxes])
-    cpu_masks = model._mask_probs(cpu_levels[:4], boxes, labels)
+    rows = Detections(torch.zeros(3, dtype=torch.int64), torch.arange(3), boxes, torch.ones(3), labels)
+    cpu_masks = model._mask_probs(cpu_levels[:4], rows)
     model = model.cuda()
     gpu_levels = list(model.backbone(x.cuda()).values())
     for cpu_level, gpu_level in zip(cpu_levels, gpu_levels, strict=True):
         torch.testing.assert_close(gpu_level.cpu(), cpu_level, rtol=1e-3, atol=1e-3)
     gpu_pooled = model.roi_heads.box_roi_pool.pool(gpu_levels[:4], [boxes.cuda()])
     torch.testing.assert_close(gpu_pooled.cpu(), cpu_pooled, rtol=1e-3, atol=1e-3)
-    gpu_masks = model._mask_probs(gpu_levels[:4], boxes.cuda(), labels.cuda())
+    gpu_masks = model._mask_probs(gpu_levels[:4], Detections(*(t.cuda() for t in rows)))
     torch.testing.assert_close(gpu_masks.cpu(), cpu_masks, rtol=1e-3, atol=1e-3)
     raw = model.forward_raw(x.cuda(), (96, 128))
-    assert raw[0].is_cuda and raw[3].shape[1:] == (28, 28)
+    assert raw[0].is_cuda and raw[3].shape[2:] == (28, 28)
 
 
-def test_forward_raw_refuses_a_batch() -> None:
+def test_forward_raw_refuses_what_is_not_a_batch_of_images() -> None:
     model = _small_detector()
-    with pytest.raises(ValueError, match="one image per pass"):
-        model.forward_raw(torch.zeros(2, 3, 64, 64), (64, 64))
+    for bad in (torch.zeros(3, 64, 64), torch.zeros(1, 1, 64, 64), torch.zeros(0, 3, 64, 64)):
+        with pytest.raises(ValueError, match=r"expected pixel_values of shape \(B, 3, H, W\)"):
+            model.forward_raw(bad, (64, 64))
+
+
+# ----------------------------------------------------------------------------------------- batching
+
+
+def test_per_image_nms_is_mmcv_offset_nms_of_each_image_alone() -> None:
+    """Per image: the candidates' own offsets (group · (max coordinate + 1)), torchvision NMS, score order."""
+    from torchvision.ops import nms
+
+    g = torch.Generator().manual_seed(5)
+    batch, count = 3, 60
+    xy = torch.rand(batch, count, 2, generator=g) * 80
+    boxes = torch.cat([xy, xy + 5 + torch.rand(batch, count, 2, generator=g) * 40], dim=2)
+    boxes[2] *= 3  # a larger image: its offsets must not leak into the others
+    scores = torch.rand(batch, count, generator=g)
+    groups = torch.randint(0, 4, (batch, count), generator=g)
+    candidates = torch.rand(batch, count, generator=g) > 0.3
+    kept = nms_per_image(boxes, scores, candidates, groups, 0.5)
+    image, index = kept[:, 0], kept[:, 1]
+    assert (image.diff() >= 0).all()  # image-major
+    for b in range(batch):
+        chosen = torch.where(candidates[b])[0]
+        alone = boxes[b, chosen]
+        offsets = groups[b, chosen].float() * (torch.cat([alone.reshape(-1), alone.new_zeros(1)]).max() + 1)
+        expected = chosen[nms(alone + offsets[:, None], scores[b, chosen], 0.5)]
+        assert index[image == b].tolist() == expected.tolist()
+    rank = rank_within_image(image, batch)
+    assert all(rank[image == b].tolist() == list(range(int((image == b).sum()))) for b in range(batch))
+    padded = pad_per_image(scores[image, index], image, rank, batch, count)
+    for b in range(batch):
+        mine = index[image == b]
+        assert padded[b, : len(mine)].tolist() == scores[b, mine].tolist() and not padded[b, len(mine) :].any()
+
+
+@pytest.fixture(scope="module")
+def trained_demo_detector():
+    """The committed demo detector, score threshold 0.3: real detections, fewer than its 20 rows per image."""
+    from demo import evaluate
+    from demo.train import to_input
+    from models.demo.archs import weights_path
+
+    model = models.build("demo_digits_det", weights_path("demo_digits_det")).eval()
+    model.roi_heads.score_thresh = 0.3
+    scenes = evaluate.heldout_scenes(4)
+    return model, to_input(np.stack([s.image for s in scenes]), "demo_digits_det")
+
+
+@torch.no_grad()
+def test_batch_of_same_size_images_equals_each_alone(trained_demo_detector) -> None:
+    """Each image of a batch gets its alone-detections: same count, labels and order; floats to rounding.
+
+    Not bit-identical in PyTorch: its CPU matrix products block by the whole batch's size, so backbone
+    features differ in the last bits (≈1e-7 relative). Everything after the backbone is per image."""
+    model, scenes = trained_demo_detector
+    boxes, scores, labels, mask_probs, counts = model.forward_raw(scenes, (128, 128))
+    rows = model.roi_heads.detections_per_img
+    assert boxes.shape == (4, rows, 4) and mask_probs.shape == (4, rows, 28, 28) and counts.dtype == torch.int64
+    assert len(set(counts.tolist())) > 1 and (counts > 0).all() and (counts < rows).all()
+    for image in range(4):
+        alone = model.forward_raw(scenes[image : image + 1], (128, 128))
+        count = int(alone[4][0])
+        assert count == counts[image]
+        torch.testing.assert_close(alone[2][0], labels[image], rtol=0, atol=0)
+        for one, batched in zip((alone[0], alone[3]), (boxes, mask_probs), strict=True):
+            torch.testing.assert_close(one[0], batched[image], rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(alone[1][0], scores[image], rtol=1e-5, atol=1e-6)
+        # Padding rows: zeros; real rows: above the threshold, best first.
+        assert not boxes[image, count:].any() and not scores[image, count:].any()
+        assert not labels[image, count:].any() and not mask_probs[image, count:].any()
+        assert (scores[image, :count] > 0.3).all() and (scores[image, :count].diff() <= 0).all()
+
+
+@torch.no_grad()
+def test_eval_forward_pads_and_runs_each_image_alone(trained_demo_detector) -> None:
+    """The torchvision-style API returns only the real rows of each image."""
+    model, scenes = trained_demo_detector
+    results = model(list(scenes[:2]))
+    counts = model.forward_raw(scenes[:2], (128, 128))[4]
+    assert [len(r["scores"]) for r in results] == counts.tolist()
+    assert all(r["masks"].shape[1:] == (1, 128, 128) for r in results)

@@ -16,7 +16,7 @@ def test_default_repository_serves_the_three_demo_models() -> None:
     for name, model in models.items():
         assert model.artifact == REPO_ROOT / "artifacts" / "demo" / f"{name}.onnx"
         assert model.backend == "onnxruntime" and model.fallback_arch is None  # the server never exports
-    assert models["demo-digits-detector"].max_batch_size == 1
+    assert models["demo-digits-detector"].max_batch_size == 4
 
 
 def test_repository_validation_names_the_problem(tmp_path) -> None:

@@ -35,7 +35,7 @@ def test_models_list_names_tasks_and_backends(client: httpx.Client) -> None:
         CLASSIFIER: "classification", SEGMENTER: "segmentation", DETECTOR: "detection"}
     assert all(m["backend"] == "onnxruntime" and m["ready"] for m in models.values())
     assert models[CLASSIFIER]["explain_stages"] == [1, 2, 3]
-    assert models[DETECTOR]["max_batch_size"] == 1
+    assert models[DETECTOR]["max_batch_size"] == 4
 
 
 def test_concurrent_classification_each_image_gets_its_own_unbatched_result(server, artifacts_dir) -> None:
@@ -135,13 +135,42 @@ def test_concurrent_detection_matches_unbatched(server, artifacts_dir) -> None:
             np.testing.assert_array_equal(mask_utils.decode(detection["mask"]).astype(bool), mask)
 
 
-def test_detection_without_masks_and_threshold(client: httpx.Client) -> None:
+def test_same_size_detections_share_batches_and_equal_their_answers_alone(server, client, artifacts_dir) -> None:
+    """Images that preprocess to one padded size batch together, and each answer is the one it gets alone."""
+    payloads = [images.jpeg(700 + i, (160, 120)) for i in range(12)]  # all → 128×96, no padding needed
+    url = f"/v1/models/{DETECTOR}/detect?score_threshold=0.2"
+    alone = []
+    for data in payloads:  # one at a time: batches of one
+        response = client.post(url, content=data, headers={"Content-Type": "image/jpeg"})
+        assert response.status_code == 200, response.text
+        alone.append(response.json())
+        _, scores, _, _ = reference.detections(artifacts_dir / "detector.onnx", data, 0.2)
+        assert len(alone[-1]["results"][0]["detections"]) == len(scores)
+    assert len({len(a["results"][0]["detections"]) for a in alone}) > 1  # different counts: padding differs
+
+    def batches_of_more_than_one() -> int:
+        stats = client.get(f"/v2/models/{DETECTOR}/stats").json()["model_stats"][0]["batch_stats"]
+        return sum(entry["compute_infer"]["count"] for entry in stats if entry["batch_size"] > 1)
+
+    before = batches_of_more_than_one()
+    requests = [{"url": url, "content": d, "headers": {"Content-Type": "image/jpeg"}} for d in payloads]
+    together = asyncio.run(_post_all(server.url, requests))
+    assert batches_of_more_than_one() > before, "concurrent same-size requests should share runs"
+    for response, expected in zip(together, alone, strict=True):
+        assert response.status_code == 200, response.text
+        assert response.json() == expected
+
+
+def test_detection_without_masks_and_threshold(client: httpx.Client, artifacts_dir) -> None:
     data = images.png(500)
     low = client.post(f"/v1/models/{DETECTOR}/detect", params={"score_threshold": 0.0, "masks": False},
                       files={"image": data}).json()["results"][0]["detections"]
     high = client.post(f"/v1/models/{DETECTOR}/detect", params={"score_threshold": 0.99},
                        files={"image": data}).json()["results"][0]["detections"]
-    assert len(low) == 6 and all("mask" not in d for d in low)
+    # Threshold 0 answers every real row and none of the padding rows (score 0) after them.
+    real = int(reference.run_one(artifacts_dir / "detector.onnx", data, ["num_detections"])[0]["num_detections"][0])
+    assert 0 < real < 6
+    assert len(low) == real and all("mask" not in d for d in low)
     assert [d["score"] for d in low] == sorted((d["score"] for d in low), reverse=True)
     assert len(high) == sum(d["score"] >= 0.99 for d in low)
 

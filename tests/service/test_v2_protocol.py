@@ -51,10 +51,19 @@ def test_model_metadata_and_config_follow_triton_conventions(client: httpx.Clien
     assert config["output"][0]["dims"] == [10] and config["output"][0]["label_filename"] == "labels.txt"
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 20000
     assert config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 64
-    # Detection runs one image per execution: max_batch_size 0 and dims with the batch dim.
+    # Detection batches too (same-size images): dims without the batch dim, D rows per image, a count.
     det_config = client.get(f"/v2/models/{DETECTOR}/config").json()
-    assert det_config["max_batch_size"] == 0 and "dynamic_batching" not in det_config
-    assert det_config["input"][0]["dims"] == [1, 3, -1, -1]
+    assert det_config["max_batch_size"] == 4 and "dynamic_batching" in det_config
+    assert det_config["input"][0]["dims"] == [3, -1, -1]
+    outputs = {o["name"]: o for o in det_config["output"]}
+    assert {name: o["dims"] for name, o in outputs.items()} == {
+        "boxes": [6, 4], "scores": [6], "labels": [6], "mask_probs": [6, 28, 28], "num_detections": [1],
+        "clusters_stage1": [4, -1, -1]}
+    # A batch-only tensor: Triton's convention, dims [1] with an empty reshape (the model's shape is [B]).
+    assert outputs["num_detections"]["reshape"] == {"shape": []} and "reshape" not in outputs["boxes"]
+    det_metadata = client.get(f"/v2/models/{DETECTOR}").json()
+    assert det_metadata["inputs"][0]["shape"] == [-1, 3, -1, -1]
+    assert {o["name"]: o["shape"] for o in det_metadata["outputs"]}["num_detections"] == [-1]
     # The artifact's self-description travels as parameters (a remote PaCa backend reads it back).
     assert config["parameters"]["paca.arch"] == {"string_value": "demo_digits_cls"}
     assert config["parameters"]["paca.labels"] == {"string_value": "digits10"}
@@ -216,9 +225,10 @@ def _check_tritonclient_results(report: dict, arrays: dict, tmp_path: Path, arti
                           ["logits"])[0]["logits"][0] for i in range(3)])
     np.testing.assert_allclose(arrays["logits_from_images"], from_images, rtol=1e-5, atol=1e-5)
     scene = np.load(tmp_path / "scene.npy")
-    det = reference.session(artifacts_dir / "detector.onnx").run(["boxes", "scores", "labels", "mask_probs"],
-                                                                  {"pixel_values": scene})
-    for name, want in zip(("boxes", "scores", "labels", "mask_probs"), det, strict=True):
+    det_outputs = ("boxes", "scores", "labels", "mask_probs", "num_detections")
+    det = reference.session(artifacts_dir / "detector.onnx").run(list(det_outputs), {"pixel_values": scene})
+    assert 0 < det[-1][0] < 6  # some real rows, some padding
+    for name, want in zip(det_outputs, det, strict=True):
         np.testing.assert_allclose(arrays[f"det_{name}"], want, rtol=1e-5, atol=1e-5)
     errors = report["errors"]
     assert errors["wrong_shape"] and "shape" in errors["wrong_shape"]

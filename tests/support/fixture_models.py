@@ -28,7 +28,8 @@ SCENE_PREPROCESS = PreprocessSpec(resize_mode="keep_ratio_within", size=(128, 12
                                   pad_divisor=32)
 SEG_LABELS = ["background", "red", "green", "blue", "bright"]
 DET_LABELS = ["circle", "square", "triangle"]
-DETECTIONS = 6
+DETECTIONS = 6  # padded rows per image
+REAL_SCORE = 0.25  # TinyDetector rows scoring above this are detections, the others padding
 
 
 def _cluster_map(features: torch.Tensor) -> torch.Tensor:
@@ -52,7 +53,9 @@ class TinySegmenter(nn.Module):
 
 
 class TinyDetector(nn.Module):
-    """One image → K boxes (pixel frame of the input), scores, 0-based labels, 28×28 mask probabilities."""
+    """Images of one size → per image DETECTIONS padded rows (contract 1): boxes in the input's pixel frame,
+    scores, 0-based labels, 28×28 mask probabilities, best first; `num_detections` of them are real (score
+    above REAL_SCORE), the rest are zeros. Everything is computed per image, so batching changes nothing."""
 
     def __init__(self, classes: int = len(DET_LABELS), detections: int = DETECTIONS) -> None:
         super().__init__()
@@ -66,20 +69,27 @@ class TinyDetector(nn.Module):
         self.clusters = nn.Conv2d(16, 4, kernel_size=1)
 
     def forward(self, pixel_values: torch.Tensor):
-        height = pixel_values.shape[2]
-        width = pixel_values.shape[3]
+        batch, height, width = pixel_values.shape[0], pixel_values.shape[2], pixel_values.shape[3]
         features = F.gelu(self.stem(pixel_values))
-        pooled = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)[0]
-        raw = torch.sigmoid(self.box(pooled)).reshape(self.k, 4)
+        pooled = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
+        raw = torch.sigmoid(self.box(pooled)).reshape(batch, self.k, 4)
         scale = torch.stack([width, height, width, height]).to(pixel_values.dtype) if isinstance(
             width, torch.Tensor) else torch.tensor([width, height, width, height], dtype=pixel_values.dtype)
-        x1y1 = raw[:, :2] * 0.6
-        x2y2 = x1y1 + 0.05 + raw[:, 2:] * 0.35
-        boxes = torch.cat([x1y1, x2y2], dim=1) * scale
+        x1y1 = raw[..., :2] * 0.6
+        x2y2 = x1y1 + 0.05 + raw[..., 2:] * 0.35
+        boxes = torch.cat([x1y1, x2y2], dim=-1) * scale
         scores = torch.sigmoid(self.score(pooled) * 4.0)
-        labels = self.cls(pooled).reshape(self.k, self.classes).argmax(dim=1)
-        masks = torch.sigmoid(F.interpolate(self.mask(features), size=(28, 28), mode="bilinear") * 8.0)[0]
-        return boxes, scores, labels, masks, _cluster_map(self.clusters(features))
+        labels = self.cls(pooled).reshape(batch, self.k, self.classes).argmax(dim=-1)
+        masks = torch.sigmoid(F.interpolate(self.mask(features), size=(28, 28), mode="bilinear") * 8.0)
+        scores, order = scores.topk(self.k, dim=1)  # best first
+        boxes = torch.gather(boxes, 1, order[..., None].expand(-1, -1, 4))
+        labels = torch.gather(labels, 1, order)
+        masks = torch.gather(masks, 1, order[..., None, None].expand(-1, -1, 28, 28))
+        real = scores > REAL_SCORE
+        count = real.sum(dim=1)
+        boxes, scores = boxes * real[..., None], scores * real
+        labels, masks = labels * real, masks * real[..., None, None]
+        return boxes, scores, labels, masks, count, _cluster_map(self.clusters(features))
 
 
 def _write_metadata(path: Path, *, arch: str, task: str, preprocess: PreprocessSpec, labels: str,
@@ -116,12 +126,14 @@ def export_tiny_segmenter(path: Path) -> Path:
 def export_tiny_detector(path: Path) -> Path:
     torch.manual_seed(2)
     model = TinyDetector().eval()
-    outputs = ["boxes", "scores", "labels", "mask_probs", "clusters_stage1"]
+    outputs = ["boxes", "scores", "labels", "mask_probs", "num_detections", "clusters_stage1"]
+    batch_first = {name: {0: "batch"} for name in outputs}
     with torch.no_grad():
         torch.onnx.export(
-            model, (torch.randn(1, 3, 96, 128),), str(path), dynamo=False, opset_version=18,
+            model, (torch.randn(2, 3, 96, 128),), str(path), dynamo=False, opset_version=18,
             input_names=["pixel_values"], output_names=outputs,
-            dynamic_axes={"pixel_values": {2: "height", 3: "width"}, "clusters_stage1": {2: "h4", 3: "w4"}},
+            dynamic_axes={**batch_first, "pixel_values": {0: "batch", 2: "height", 3: "width"},
+                          "clusters_stage1": {0: "batch", 2: "h4", 3: "w4"}},
         )
     _write_metadata(path, arch="tiny_detector", task="detection", preprocess=SCENE_PREPROCESS,
                     labels="test_shapes", label_names=DET_LABELS, outputs=outputs)
@@ -164,8 +176,10 @@ def repository_dict(artifacts: Path, **overrides: dict) -> dict:
         {"name": SEGMENTER, "artifact": str(artifacts / "segmenter.onnx"), "max_batch_size": 4, "instances": 2,
          "batching": {"max_queue_delay_ms": 20, "max_queue_size": 64, "queue_timeout_ms": 60000},
          "warmup": {"image_sizes": [[120, 160]]}},
-        {"name": DETECTOR, "artifact": str(artifacts / "detector.onnx"), "max_batch_size": 1,
-         "batching": {"max_queue_delay_ms": 0, "max_queue_size": 64, "queue_timeout_ms": 60000},
+        # One intra-op thread, as served by default: a batched image's answer is then bit-identical to alone.
+        {"name": DETECTOR, "artifact": str(artifacts / "detector.onnx"), "max_batch_size": 4,
+         "options": {"intra_op_threads": 1},
+         "batching": {"max_queue_delay_ms": 20, "max_queue_size": 64, "queue_timeout_ms": 60000},
          "warmup": {"image_sizes": [[120, 160]]}},
     ]
     for model in models:

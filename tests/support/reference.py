@@ -46,14 +46,17 @@ def label_map(path: Path, data: bytes) -> np.ndarray:
 
 def detections(path: Path, data: bytes, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(boxes in original pixels, scores, labels, pasted masks) above `threshold`, highest score first."""
-    outputs, meta = run_one(path, data, ["boxes", "scores", "labels", "mask_probs"])
-    keep = np.flatnonzero(outputs["scores"] >= threshold)
-    keep = keep[np.argsort(-outputs["scores"][keep], kind="stable")]
-    boxes = rescale_boxes(outputs["boxes"][keep], meta.scale_yx)
+    outputs, meta = run_one(path, data, ["boxes", "scores", "labels", "mask_probs", "num_detections"])
+    real = int(outputs["num_detections"][0])  # the image's first `real` rows are detections, the rest padding
+    boxes, scores, labels, mask_probs = (outputs[name][0, :real] for name in ("boxes", "scores", "labels",
+                                                                               "mask_probs"))
+    keep = np.flatnonzero(scores >= threshold)
+    keep = keep[np.argsort(-scores[keep], kind="stable")]
+    boxes = rescale_boxes(boxes[keep], meta.scale_yx)
     height, width = meta.original_hw
     boxes = np.clip(boxes, 0, [width, height, width, height])
-    masks = paste_masks(outputs["mask_probs"][keep], boxes, meta.original_hw)
-    return boxes, outputs["scores"][keep], outputs["labels"][keep], masks
+    masks = paste_masks(mask_probs[keep], boxes, meta.original_hw)
+    return boxes, scores[keep], labels[keep], masks
 
 
 def cluster_assignments(path: Path, data: bytes, name: str) -> np.ndarray:

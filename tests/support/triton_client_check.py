@@ -72,12 +72,12 @@ def main() -> None:
     tensor.set_data_from_numpy(encoded)
     arrays["logits_from_images"] = client.infer(classifier, [tensor]).as_numpy("logits")
 
-    # 5. Detection: one image per request, K detections.
+    # 5. Detection: per image D padded rows and how many of them are real.
     scene = np.load(work / "scene.npy")
     tensor = client_module.InferInput("pixel_values", list(scene.shape), "FP32")
     tensor.set_data_from_numpy(scene)
     detection = client.infer(detector, [tensor])
-    for name in ("boxes", "scores", "labels", "mask_probs"):
+    for name in ("boxes", "scores", "labels", "mask_probs", "num_detections"):
         arrays[f"det_{name}"] = detection.as_numpy(name)
 
     # 6. Errors come back as InferenceServerException with the server's message.
