@@ -10,10 +10,9 @@ Semantics (documented in docs/api.md, after Triton's dynamic batcher and queue p
 - A batch is formed only when an instance is free, so under load batches grow instead of queueing
   small ones; each instance is one worker thread with its own session.
 - Only requests whose inputs have identical shapes/dtypes (after the batch dimension) and that ask for
-  the same outputs share a batch. Variable-size models (segmentation) therefore batch images that
-  preprocess to the same size; the others run in their own batches — never padded, since PaCa's
-  features depend on padding. Models declared unbatchable (detection: one image per run,
-  contract 1) run one request at a time.
+  the same outputs share a batch. Variable-size models (segmentation, detection) therefore batch images
+  that preprocess to the same size; the others run in their own batches — never padded, since PaCa's
+  features depend on padding. Models whose task does not batch run one request at a time.
 - The queue is bounded: at `max_queue_size` waiting (or reserved) requests a new one is rejected at
   once (503 + Retry-After). Callers that must decode images first reserve their places before decoding
   (`reserve`), so a request admitted is never refused afterwards, and one that can never fit (more

@@ -135,7 +135,7 @@ class ServedModel:
 
     @property
     def batchable(self) -> bool:
-        """Whether images share a backend run (the task's fact; detection runs one image per pass)."""
+        """Whether images of one size share a backend run (the task's fact, `models.tasks`)."""
         return self.info is not None and self.info.task_spec.batchable
 
     @property

@@ -39,7 +39,7 @@ def loadtest_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
             {
                 "name": name,
                 "artifact": str(artifact),
-                "max_batch_size": 1 if "detector" in name else 4,
+                "max_batch_size": 4,
                 "batching": {"max_queue_delay_ms": 2, "max_queue_size": 256, "queue_timeout_ms": 30000},
                 "warmup": {"image_sizes": [[128, 128]]} if dense else {"enabled": True},
                 "options": {"intra_op_threads": 1, "allow_spinning": False},

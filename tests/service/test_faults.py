@@ -45,7 +45,7 @@ def remote_pair(artifacts_dir: Path, tmp_path: Path):
     """A remote PaCa Serve whose classifier queue holds one request and whose batches wait 1.5 s to fill,
     and a proxy serving it through the remote backend with two instances (two concurrent remote calls)."""
     remote_repo = repository_dict(artifacts_dir, **{CLASSIFIER: {
-        "batching": {"max_queue_delay_ms": 1500, "max_queue_size": 1, "queue_timeout_ms": 60000}}})
+        "batching": {"max_queue_delay_ms": 1500, "max_queue_size": 1, "queue_timeout_ms": 60000, "policy": "delay"}}})
     (tmp_path / "remote").mkdir()
     remote = start_server(tmp_path / "remote", remote_repo)
     proxy_repo = {"models": [{"name": "far", "backend": "triton", "max_batch_size": 1, "instances": 2,
