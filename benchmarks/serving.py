@@ -256,8 +256,7 @@ def start_systems(stack: ExitStack, args: argparse.Namespace, models: dict[str, 
 
     def v2_legs(url: str, grpc_url: str | None, label: str, model_names: dict[str, str]) -> dict:
         legs: dict[str, dict[str, Callable[[int], Row]]] = {}
-        for model in models:
-            served = model_names[model]
+        for model, served in model_names.items():
             send = v2_sender(url, served, tensors[model], *names[model])
             legs.setdefault(model, {})["python-v2"] = lambda c, m=model, s=send: asyncio.run(
                 closed_loop(s, Row(m, label, "python-v2", c), seconds))

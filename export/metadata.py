@@ -13,6 +13,7 @@ config `parameters`, or the registry for the torch backend). Keys:
 | paca.label_names | JSON list of class names, index = class id |
 | paca.outputs | JSON list of output names, in order |
 | paca.weights | where the weights came from: `<checkpoint file> sha256:<hex>`, or `random` |
+| paca.description | what the model is, for people (the arch's description; the repository may override it) |
 | paca.exporter_version | contract version of the writer |
 
 Torch-free; `onnx` is imported only by the functions that touch ONNX files.
@@ -52,6 +53,7 @@ class ArtifactMetadata:
     outputs: tuple[str, ...]
     weights: str = UNKNOWN
     exporter_version: str = EXPORTER_VERSION
+    description: str = ""
 
     # ----------------------------------------------------------------------------------------- facts
     @property
@@ -70,6 +72,14 @@ class ArtifactMetadata:
     def random_weights(self) -> bool:
         return self.weights == RANDOM_WEIGHTS
 
+    @property
+    def warning(self) -> str | None:
+        """What a user must know before trusting an answer, or None."""
+        if self.random_weights:
+            return (f"model of arch {self.arch} has random (untrained) weights: its answers are meaningless; "
+                    "export it with --checkpoint")
+        return None
+
     def label(self, index: int) -> str:
         return self.label_names[index] if 0 <= index < len(self.label_names) else str(index)
 
@@ -84,6 +94,7 @@ class ArtifactMetadata:
             "paca.outputs": json.dumps(list(self.outputs)),
             "paca.weights": self.weights,
             "paca.exporter_version": self.exporter_version,
+            "paca.description": self.description,
         }
 
     @classmethod
@@ -121,6 +132,7 @@ class ArtifactMetadata:
             outputs=outputs,
             weights=props.get("paca.weights", UNKNOWN),
             exporter_version=props.get("paca.exporter_version", UNKNOWN),
+            description=props.get("paca.description", ""),
         )
 
     @classmethod
@@ -132,7 +144,7 @@ class ArtifactMetadata:
         spec = get_arch(arch)
         return cls(arch=arch, task=spec.task, preprocess=spec.preprocess, labels=spec.labels,
                    label_names=label_names_for(spec.labels), outputs=tuple(outputs), weights=weights,
-                   exporter_version=exporter_version)
+                   exporter_version=exporter_version, description=spec.description)
 
 
 def describe_weights(checkpoint: str | Path | None) -> str:

@@ -98,6 +98,7 @@ def export_onnx(arch: str, output: str | os.PathLike, *, checkpoint: str | os.Pa
     metadata = ArtifactMetadata(
         arch=arch, task=spec.task, preprocess=spec.preprocess, labels=spec.labels,
         label_names=label_names_for(spec.labels, num_classes), outputs=tuple(outputs), weights=weights,
+        description=spec.description,
     )
     write_metadata(proto, metadata.to_props())
     proto.producer_name = "paca-serve"

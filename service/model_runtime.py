@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -71,6 +72,8 @@ class ServedModel:
         )
         if "pixel_values" not in {i.name for i in first.inputs()}:
             raise ValueError(f"model {self.name!r}: the artifact has no 'pixel_values' input")
+        if config.description is not None:
+            self.info = dataclasses.replace(self.info, description=config.description)
         if self.info.random_weights:
             log.warning("%s\nmodel %r (arch %s) has RANDOM weights: its answers are meaningless.\n%s",
                         BANNER, self.name, self.info.arch, BANNER)
@@ -166,6 +169,9 @@ class ServedModel:
         info = self.info
         return {
             "name": self.name,
+            "description": (info.description if info else self.config.description) or None,
+            "warning": info.warning if info else None,
+            "weights": info.weights if info else None,
             "task": info.task if info else self.config.task,
             "backend": self.config.backend,
             "version": self.config.version,

@@ -64,6 +64,7 @@ class ModelConfig(BaseModel):
     artifact: Path | None = Field(None, description="ONNX file, or TensorRT engine (manifest next to it)")
     task: Task | None = Field(None, description="default: read from the artifact's metadata")
     version: str = "1"
+    description: str | None = Field(None, description="what the model is, for people (default: the artifact's)")
     max_batch_size: int = Field(8, ge=1)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     instances: int = Field(1, ge=1, description="parallel workers, each with its own session")

@@ -90,7 +90,7 @@ def finish(handler: TaskHandler, model: ServedModel, outputs: Sequence[dict[str,
     """Postprocess every image and encode the answer (one pool job); also returns the seconds it took."""
     started = time.perf_counter()
     results = [handler.postprocess(o, p, model.info, request) for o, p in zip(outputs, prepared, strict=True)]
-    return handler.respond(model.name, results, request), time.perf_counter() - started
+    return handler.respond(model.name, results, request, model.info), time.perf_counter() - started
 
 
 async def run_task(request: Request, name: str, handler: TaskHandler, params: TaskParams) -> Response:

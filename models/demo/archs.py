@@ -105,7 +105,8 @@ DEMO_ARCHS = (
         factory=_build_classifier,
         preprocess=DIGIT_PREPROCESS,
         labels="digits10",
-        description="Demo: small PaCa-ViT classifying coloured MNIST digits (32×32); not an official checkpoint.",
+        description="Demo digit classifier (small PaCa-ViT trained on MNIST digits, 32×32): other images give "
+        "meaningless answers; not an official checkpoint.",
         weights=weights_path("demo_digits_cls"),
     )),
     register(ArchSpec(
@@ -114,7 +115,8 @@ DEMO_ARCHS = (
         factory=_build_detector,
         preprocess=SCENE_PREPROCESS,
         labels="digits10",
-        description="Demo: Mask R-CNN with a small PaCa-ViT backbone on synthetic multi-digit scenes.",
+        description="Demo digit detector (Mask R-CNN, small PaCa-ViT backbone) trained on MNIST scenes: other "
+        "images give meaningless answers; not an official checkpoint.",
         weights=weights_path("demo_digits_det"),
     )),
     register(ArchSpec(
@@ -123,7 +125,8 @@ DEMO_ARCHS = (
         factory=_build_segmenter,
         preprocess=SCENE_PREPROCESS,
         labels="digit_scene11",
-        description="Demo: PaCa segmentation head on a small PaCa-ViT, synthetic multi-digit scenes.",
+        description="Demo digit segmenter (PaCa head, small PaCa-ViT) trained on MNIST scenes: other images give "
+        "meaningless answers; not an official checkpoint.",
         weights=weights_path("demo_digits_seg"),
     )),
 )

@@ -7,6 +7,9 @@ from pydantic import BaseModel, Field
 
 class ModelDescription(BaseModel):
     name: str
+    description: str | None = Field(None, description="what the model is and what it answers well")
+    warning: str | None = Field(None, description="what to know before trusting its answers (e.g. random weights)")
+    weights: str | None = Field(None, description="where the weights came from: file and sha256, or random")
     task: str | None
     backend: str
     version: str
@@ -92,21 +95,25 @@ class ExplainResult(BaseModel):
 class ClassifyResponse(BaseModel):
     model: str
     results: list[ClassificationResult]
+    warning: str | None = Field(None, description="present when the model's answers are not to be trusted")
 
 
 class DetectResponse(BaseModel):
     model: str
     results: list[DetectionResult]
+    warning: str | None = Field(None, description="present when the model's answers are not to be trusted")
 
 
 class SegmentResponse(BaseModel):
     model: str
     results: list[SegmentationResult]
+    warning: str | None = Field(None, description="present when the model's answers are not to be trusted")
 
 
 class ExplainResponse(BaseModel):
     model: str
     results: list[ExplainResult]
+    warning: str | None = Field(None, description="present when the model's answers are not to be trusted")
 
 
 class ErrorResponse(BaseModel):

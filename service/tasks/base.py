@@ -65,7 +65,7 @@ class TaskHandler(abc.ABC, Generic[P, R]):
                     request: TaskRequest[P]) -> R:
         """One image's answer from its outputs (batch dimension 1), in the original image's pixels."""
 
-    def respond(self, model: str, results: list[R], request: TaskRequest[P]) -> Encoded:
-        """The HTTP body: the declared response model, serialised."""
-        answer = self.response_model(model=model, results=results)
+    def respond(self, model: str, results: list[R], request: TaskRequest[P], info: ArtifactMetadata) -> Encoded:
+        """The HTTP body: the declared response model, serialised (with the model's warning, if it has one)."""
+        answer = self.response_model(model=model, results=results, warning=info.warning)
         return Encoded(answer.model_dump_json(exclude_none=True).encode())

@@ -16,35 +16,18 @@ from service.api.schemas import ExplainResponse, ExplainResult, StageClusters
 from service.errors import BadRequest
 from service.prepare import PreparedImage
 from service.tasks.base import TaskHandler, TaskParams, TaskRequest
-
-_PALETTE = np.array(
-    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240],
-     [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255], [170, 110, 40],
-     [255, 250, 200], [128, 0, 0], [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128]],
-    dtype=np.uint8,
-)
+from service.tasks.palette import distinct_colours
 
 
 class ExplainParams(TaskParams):
     alpha: float = Field(0.55, ge=0.0, le=1.0, description="overlay opacity")
 
 
-def cluster_palette(count: int) -> np.ndarray:
-    """Distinct colours for `count` clusters (the fixed palette, then golden-ratio hues)."""
-    if count <= len(_PALETTE):
-        return _PALETTE[:count]
-    extra = count - len(_PALETTE)
-    hues = (np.arange(extra) * 0.618033988749895) % 1.0
-    hsv = np.stack([hues * 255, np.full(extra, 200), np.full(extra, 230)], axis=1).astype(np.uint8)
-    rgb = np.asarray(Image.fromarray(hsv[None], mode="HSV").convert("RGB"))[0]
-    return np.concatenate([_PALETTE, rgb])
-
-
 def overlay_png(assignment: np.ndarray, prepared: PreparedImage, clusters: int, alpha: float) -> bytes:
     """Colour each image pixel by the cluster of the patch it fell into, blended over the original image."""
     meta = prepared.meta
     input_h, input_w = meta.input_hw
-    colours = cluster_palette(clusters)[assignment]  # (h, w, 3)
+    colours = distinct_colours(clusters)[assignment]  # (h, w, 3)
     patch_image = Image.fromarray(colours).resize((input_w, input_h), Image.Resampling.NEAREST)
     resized_h, resized_w = meta.resized_hw
     offset_y, offset_x = meta.crop_offset_yx

@@ -14,6 +14,7 @@ from service.api.schemas import SegmentationResult, SegmentClass, SegmentRespons
 from service.errors import BadRequest, NotAcceptable
 from service.prepare import PreparedImage
 from service.tasks.base import Encoded, TaskHandler, TaskParams, TaskRequest
+from service.tasks.palette import class_palette
 from service.tasks.rle import label_map_rles
 
 PNG = "image/png"
@@ -30,10 +31,16 @@ def wants_png(accept: str) -> bool:
 
 
 def label_map_png(label_map: np.ndarray) -> bytes:
-    """The class-index map as a PNG: 8-bit gray when indices fit, else 16-bit."""
-    dtype = np.uint8 if label_map.max(initial=0) < 256 else np.uint16
+    """The class-index map as a PNG. Up to 256 classes a palette PNG: each pixel's value is its class index
+    (read it with `numpy.asarray(Image.open(...))`) and the palette colours the classes for viewing. Beyond
+    that, 16-bit grayscale of the indices."""
     buffer = io.BytesIO()
-    Image.fromarray(label_map.astype(dtype)).save(buffer, format="PNG")
+    if label_map.max(initial=0) < 256:
+        image = Image.fromarray(label_map.astype(np.uint8), mode="P")
+        image.putpalette(class_palette())
+    else:
+        image = Image.fromarray(label_map.astype(np.uint16))
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -64,7 +71,7 @@ class SegmentationHandler(TaskHandler[TaskParams, "SegmentationResult | np.ndarr
         label_map = segmentation_label_map(outputs["seg_logits"][0], meta.resized_hw, meta.original_hw, meta.input_hw)
         return label_map if wants_png(request.accept) else segmentation_result(label_map, info)
 
-    def respond(self, model: str, results: list, request: TaskRequest[TaskParams]) -> Encoded:
+    def respond(self, model: str, results: list, request: TaskRequest[TaskParams], info: ArtifactMetadata) -> Encoded:
         if wants_png(request.accept):
             return Encoded(label_map_png(results[0]), PNG)
-        return super().respond(model, results, request)
+        return super().respond(model, results, request, info)

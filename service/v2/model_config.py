@@ -18,8 +18,13 @@ def model_metadata(model: ServedModel) -> dict[str, object]:
     inputs = [{"name": i.name, "datatype": i.datatype, "shape": [batch_dim, *i.shape[1:]]} for i in model.inputs()]
     outputs = [{"name": o.name, "datatype": o.datatype,
                 "shape": [-1, *o.shape[1:]] if model.batchable else list(o.shape)} for o in model.outputs()]
-    return {"name": model.name, "versions": [model.config.version], "platform": model.platform,
-            "inputs": inputs, "outputs": outputs}
+    metadata: dict[str, object] = {"name": model.name, "versions": [model.config.version], "platform": model.platform,
+                                   "inputs": inputs, "outputs": outputs}
+    if model.info is not None and model.info.description:
+        metadata["description"] = model.info.description
+    if model.info is not None and model.info.warning:
+        metadata["warning"] = model.info.warning
+    return metadata
 
 
 def served_model_config(model: ServedModel) -> dict[str, object]:

@@ -111,7 +111,11 @@ def test_segmentation_png_label_map(client: httpx.Client, artifacts_dir) -> None
                            headers={"Content-Type": "image/jpeg", "Accept": "image/png"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
-    label_map = np.asarray(Image.open(io.BytesIO(response.content)))
+    png = Image.open(io.BytesIO(response.content))
+    assert png.mode == "P"  # pixel values are class indices; the palette only colours them for viewing
+    palette = np.asarray(png.getpalette(), dtype=np.uint8).reshape(-1, 3)
+    assert palette[0].tolist() == [0, 0, 0] and len({tuple(c) for c in palette[1:20]}) == 19
+    label_map = np.asarray(png)
     np.testing.assert_array_equal(label_map, reference.label_map(artifacts_dir / "segmenter.onnx", data))
 
 
