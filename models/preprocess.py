@@ -8,8 +8,10 @@ resize rules reproduce the reference pipelines exactly:
 - "keep_ratio_within" = mmcv `rescale_size`: s = min(long_max / long, short_max / short),
   new side = int(side · s + 0.5).
 - "exact": plain resize to `size`.
-Resizing is Pillow's (antialiased) with the spec's interpolation. Normalisation is (x − mean) / std in
-float32 on the 0–255 scale, as mmengine's data preprocessor does; padding goes bottom/right.
+Resizing uses the library of the arch's official pipeline (`PreprocessSpec.resize_backend`): Pillow
+(antialiased; timm's classification transform) or OpenCV (`cv2.resize`, as mmcv resizes for mmdet and
+mmseg), with the spec's interpolation. Normalisation is (x − mean) / std in float32 on the 0–255 scale, as
+mmengine's data preprocessor does; padding goes bottom/right.
 """
 
 from __future__ import annotations
@@ -107,6 +109,18 @@ def pad_bottom_right(array: np.ndarray, target_hw: tuple[int, int], value: float
     return out
 
 
+def resize(image: Image.Image, hw: tuple[int, int], spec: PreprocessSpec) -> Image.Image:
+    """Resize to (H, W) with the spec's library and interpolation (OpenCV's as mmcv calls it: uint8 in,
+    `cv2.resize(img, (W, H), interpolation=...)`)."""
+    if spec.resize_backend == "opencv":
+        import cv2
+
+        codes = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
+        resized = cv2.resize(np.asarray(image), (hw[1], hw[0]), interpolation=codes[spec.interpolation])
+        return Image.fromarray(resized)
+    return image.resize((hw[1], hw[0]), RESAMPLING[spec.interpolation])
+
+
 def _resize_and_crop(image: Image.Image, resized_hw: tuple[int, int], crop_offset: tuple[int, int],
                      spec: PreprocessSpec) -> Image.Image:
     """Resize then centre-crop, timm's way. For very elongated images the full resize would be far larger
@@ -117,8 +131,7 @@ def _resize_and_crop(image: Image.Image, resized_hw: tuple[int, int], crop_offse
     crop_h, crop_w = spec.size
     resample = RESAMPLING[spec.interpolation]
     if resized_hw[0] * resized_hw[1] <= MAX_RESIZE_OVERSHOOT * crop_h * crop_w:
-        resized = image.resize((resized_hw[1], resized_hw[0]), resample) if resized_hw != (image.height,
-                                                                                           image.width) else image
+        resized = resize(image, resized_hw, spec) if resized_hw != (image.height, image.width) else image
         return resized.crop((left, top, left + crop_w, top + crop_h))
     scale_y, scale_x = image.height / resized_hw[0], image.width / resized_hw[1]
     box = (left * scale_x, top * scale_y, (left + crop_w) * scale_x, (top + crop_h) * scale_y)
@@ -138,7 +151,7 @@ def preprocess_image(image: Image.Image, spec: PreprocessSpec) -> tuple[np.ndarr
         crop_offset = center_crop_offset(resized_hw, spec.size)
         image = _resize_and_crop(image, resized_hw, crop_offset, spec)
     elif resized_hw != original_hw:
-        image = image.resize((resized_hw[1], resized_hw[0]), RESAMPLING[spec.interpolation])
+        image = resize(image, resized_hw, spec)
     array = normalize(np.asarray(image), spec)
     if spec.pad_divisor > 1:
         array = pad_bottom_right(array, padded_size(array.shape[1:], spec.pad_divisor), spec.pad_value)

@@ -26,13 +26,16 @@ class PreprocessSpec:
       size = (long_max, short_max), new side = int(side·s + 0.5) (mmcv rescale, spec §2.2).
     - "exact": resize to `size` = (H, W), aspect not kept.
     Pixels are RGB; normalisation is (x − mean) / std on the 0–255 scale. After normalising, the
-    image is padded bottom/right with `pad_value` to a multiple of `pad_divisor`.
+    image is padded bottom/right with `pad_value` to a multiple of `pad_divisor`. `resize_backend` is the
+    library that resizes, as the arch's official pipeline does: Pillow (antialiased; timm) or OpenCV
+    (`cv2.resize`, no antialiasing; mmdet/mmseg via mmcv) — they differ by ±1 on many pixels.
     """
 
     resize_mode: ResizeMode
     size: tuple[int, int]
     resize_short: int | None = None
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bilinear"
+    resize_backend: Literal["pillow", "opencv"] = "pillow"
     mean: tuple[float, float, float] = IMAGENET_MEAN_255
     std: tuple[float, float, float] = IMAGENET_STD_255
     pad_divisor: int = 1
@@ -59,7 +62,7 @@ class PreprocessSpec:
 
     @classmethod
     def from_json(cls, text: str) -> PreprocessSpec:
-        data = json.loads(text)
+        data = json.loads(text)  # artifacts written before resize_backend existed resized with Pillow
         data["size"] = tuple(data["size"])
         data["mean"] = tuple(data["mean"])
         data["std"] = tuple(data["std"])
@@ -69,7 +72,9 @@ class PreprocessSpec:
 IMAGENET_CLASSIFICATION = PreprocessSpec(
     resize_mode="short_side_center_crop", size=(224, 224), resize_short=248, interpolation="bicubic"
 )
-ADE20K_SEGMENTATION = PreprocessSpec(resize_mode="keep_ratio_within", size=(2048, 512), interpolation="bilinear")
+ADE20K_SEGMENTATION = PreprocessSpec(resize_mode="keep_ratio_within", size=(2048, 512), interpolation="bilinear",
+                                     resize_backend="opencv")
 COCO_DETECTION = PreprocessSpec(
-    resize_mode="keep_ratio_within", size=(1333, 800), interpolation="bilinear", pad_divisor=32
+    resize_mode="keep_ratio_within", size=(1333, 800), interpolation="bilinear", pad_divisor=32,
+    resize_backend="opencv",
 )

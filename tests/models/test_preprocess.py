@@ -95,8 +95,9 @@ def test_detection_keep_ratio_sizes_and_padding(original_hw, resized_hw, input_h
     assert meta.input_hw == input_hw == array.shape[1:]
     assert meta.crop_offset_yx == (0, 0)
     assert meta.scale_yx == (resized_hw[0] / original_hw[0], resized_hw[1] / original_hw[1])
-    # Valid region: the PIL-resized image normalised by hand; padding: exactly the pad value.
-    resized = np.asarray(image.resize(resized_hw[::-1], Image.Resampling.BILINEAR), dtype=np.float32)
+    # Valid region: the image resized as mmcv does (cv2, bilinear) and normalised by hand; padding: the pad value.
+    cv2 = pytest.importorskip("cv2")
+    resized = cv2.resize(np.asarray(image), resized_hw[::-1], interpolation=cv2.INTER_LINEAR).astype(np.float32)
     expected = (resized - np.float32([123.675, 116.28, 103.53])) / np.float32([58.395, 57.12, 57.375])
     np.testing.assert_array_equal(array[:, : resized_hw[0], : resized_hw[1]], expected.transpose(2, 0, 1))
     assert np.all(array[:, resized_hw[0]:, :] == 0) and np.all(array[:, :, resized_hw[1]:] == 0)
@@ -132,3 +133,44 @@ def test_other_image_modes_are_converted_to_rgb(mode: str) -> None:
 def test_empty_image_is_rejected() -> None:
     with pytest.raises(ValueError, match="no pixels"):
         resized_size((0, 10), COCO_DETECTION)
+
+
+# ------------------------------------------------------------------------------ official mmdet/mmseg resize
+cv2 = pytest.importorskip("cv2")
+
+
+def mmcv_rescale_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """mmcv's `rescale_size` for a (long, short) scale, written from its documented rule: the factor is the
+    largest that keeps both sides within the scale; new sides round half up, int(side · factor + 0.5)."""
+    long_edge, short_edge = max(scale), min(scale)
+    factor = min(long_edge / max(height, width), short_edge / min(height, width))
+    return int(width * factor + 0.5), int(height * factor + 0.5)
+
+
+@pytest.mark.parametrize("spec", [COCO_DETECTION, ADE20K_SEGMENTATION], ids=["coco", "ade20k"])
+@pytest.mark.parametrize("source", PHOTOS)
+def test_official_dense_archs_resize_pixel_exactly_like_opencv(spec: PreprocessSpec, source: str) -> None:
+    image = photo(source)
+    array, meta = preprocess_image(image, spec)
+    width, height = mmcv_rescale_size(image.width, image.height, spec.size)
+    assert meta.resized_hw == (height, width)
+    expected = cv2.resize(np.asarray(image), (width, height), interpolation=cv2.INTER_LINEAR)
+    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+    restored = array[:, :height, :width].transpose(1, 2, 0) * std + mean
+    np.testing.assert_array_equal(np.rint(restored).astype(np.uint8), expected)
+    if (width, height) != image.size:  # the choice matters: Pillow's antialiased resize differs on many pixels
+        pillow = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+        assert (pillow != expected).mean() > 0.05
+
+
+@pytest.mark.parametrize("width", [100, 333, 500, 640, 1000, 1333, 1999, 3000])
+@pytest.mark.parametrize("height", [75, 250, 427, 480, 799, 800, 1201])
+def test_keep_ratio_sizes_follow_mmcv_including_half_pixels(width: int, height: int) -> None:
+    for spec in (COCO_DETECTION, ADE20K_SEGMENTATION):
+        assert resized_size((height, width), spec) == mmcv_rescale_size(width, height, spec.size)[::-1]
+
+
+def test_timm_archs_keep_resizing_with_pillow() -> None:
+    assert IMAGENET_CLASSIFICATION.resize_backend == "pillow"
+    old = IMAGENET_CLASSIFICATION.to_json().replace(', "resize_backend": "pillow"', "")
+    assert "resize_backend" not in old and PreprocessSpec.from_json(old) == IMAGENET_CLASSIFICATION
