@@ -1,6 +1,7 @@
 """`paca bench serving`: what serving costs, side by side in one run — PaCa Serve vs the raw backend vs peers.
 
-On the same ONNX files, with the same intra-op threads, ORT spinning off, max batch 8 and a 2 ms batch delay:
+On the same ONNX files, with the same intra-op threads per model (1 for the tiny model, 2 — the machine's
+cores — for PaCa-Tiny), ORT spinning off, max batch 8 and a 2 ms batch delay:
 - raw: ONNX Runtime in this process, batch 1 and batch 8 back to back — the ceiling;
 - paca-serve (adaptive batching, the default) and paca-serve with `policy: delay` (Triton's batching);
 - Triton Inference Server through PyTriton (its dynamic batcher; needs tools/venv-pytriton, `make tools`);
@@ -51,6 +52,7 @@ from tests.support.server import PERF_ANALYZER, free_port, running_process  # no
 CACHE = REPO_ROOT / "artifacts" / "bench"
 PYTRITON = REPO_ROOT / "tools" / "venv-pytriton" / "bin" / "python"
 DIGIT_IMAGE = REPO_ROOT / "loadtest" / "images" / "digit_07_label7.png"
+DEFAULT_THREADS = {"tiny": 1, "paca-tiny": 2}
 
 
 @dataclass
@@ -231,7 +233,7 @@ def paca_command(models: dict[str, Path], port: int, grpc_port: int, args: argpa
         {"name": name, "artifact": str(path), "max_batch_size": args.max_batch,
          "batching": {"max_queue_delay_ms": args.delay_ms, "max_queue_size": 1024, "queue_timeout_ms": 120000,
                       "policy": policy},
-         "options": {"intra_op_threads": args.threads, "allow_spinning": False}}
+         "options": {"intra_op_threads": args.model_threads[name], "allow_spinning": False}}
         for name, path in models.items()]}
     config = workdir / f"repository-{policy}.yaml"
     config.write_text(yaml.safe_dump(repository))
@@ -291,7 +293,7 @@ def start_systems(stack: ExitStack, args: argparse.Namespace, models: dict[str, 
             home = workdir / f"pytriton-{model}"
             home.mkdir()
             command = [str(PYTRITON), str(REPO_ROOT / "benchmarks" / "serving_peer_pytriton.py"), str(path), str(port),
-                       str(args.threads), str(args.max_batch), str(int(args.delay_ms * 1000))]
+                       str(args.model_threads[model]), str(args.max_batch), str(int(args.delay_ms * 1000))]
             stack.enter_context(running_process(command, f"{url}/v2/models/bench/ready", home / "triton.log",
                                                 env={"LD_LIBRARY_PATH": libdir, "PYTRITON_HOME": str(home),
                                                      "PYTHONPATH": ""}))
@@ -313,7 +315,8 @@ def start_systems(stack: ExitStack, args: argparse.Namespace, models: dict[str, 
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             ready = f"{url}/health"
-            command = [sys.executable, str(REPO_ROOT / "benchmarks" / script), str(path), str(port), str(args.threads),
+            command = [sys.executable, str(REPO_ROOT / "benchmarks" / script), str(path), str(port),
+                       str(args.model_threads[model]),
                        *extra]
             stack.enter_context(running_process(command, ready, workdir / f"{label}-{model}.log".replace(" ", "-")))
             send = sender(url, tensors[model])
@@ -441,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="window per (system, leg, concurrency) and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads, the same for every system")
+    parser.add_argument("--threads", type=int, help="ORT intra-op threads for every model and system (default: 1 "
+                        "for the tiny model, 2 for PaCa-Tiny)")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--delay-ms", type=float, default=2.0)
     parser.add_argument("--pa-requests", type=int, default=400, help="perf_analyzer requests per count window")
@@ -455,8 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     models = {"tiny": tiny_model, "paca-tiny": paca_tiny_model}
     paths = {name: models[name]() for name in args.models}
-    sessions = {name: session_for(path, args.threads) for name, path in paths.items()}
-    context = (f"{os.cpu_count()} CPUs, ORT {ort.__version__}, {args.threads} intra-op thread(s), max batch "
+    args.model_threads = {name: args.threads or DEFAULT_THREADS[name] for name in paths}
+    sessions = {name: session_for(path, args.model_threads[name]) for name, path in paths.items()}
+    threads = ", ".join(f"{name} {count}" for name, count in args.model_threads.items())
+    context = (f"{os.cpu_count()} CPUs, ORT {ort.__version__}, intra-op threads: {threads}, max batch "
                f"{args.max_batch}, delay {args.delay_ms:g} ms, {args.rounds} round(s) × {args.seconds:g} s")
     print(context, flush=True)
     windows: dict[tuple, list[Row]] = {}

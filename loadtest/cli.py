@@ -177,8 +177,8 @@ def bench_serving_command(
     concurrency: Annotated[str, typer.Option(help="Comma-separated client concurrencies.")] = "1,4,16",
     models: Annotated[str, typer.Option(help="Comma-separated: tiny (demo classifier, 32×32), paca-tiny "
                                         "(PaCa-Tiny 224², random weights).")] = "tiny,paca-tiny",
-    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads, the same for every system.",
-                                         min=1)] = 1,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads for every model and system "
+                                                "(default: 1 for tiny, 2 for paca-tiny).", min=1)] = None,
     no_pytriton: Annotated[bool, typer.Option("--no-pytriton", help="Leave the Triton (PyTriton) peer out.")] = False,
     smoke: Annotated[bool, typer.Option(help="Seconds: the tiny model, c=1,2, one round, fewer peers.")] = False,
 ) -> None:
@@ -193,7 +193,7 @@ def bench_serving_command(
                    f"run this command from a clone of the PaCa Serve repository (pip install -e .).", err=True)
         raise typer.Exit(2)
     command = [sys.executable, str(script), "--output", str(output), "--seconds", str(seconds), "--rounds",
-               str(rounds), "--concurrency", *concurrency.split(","), "--models", *models.split(","),
-               "--threads", str(threads)]
+               str(rounds), "--concurrency", *concurrency.split(","), "--models", *models.split(",")]
+    command += ["--threads", str(threads)] if threads else []
     command += ["--no-pytriton"] * no_pytriton + ["--smoke"] * smoke
     raise typer.Exit(subprocess.run(command, check=False).returncode)

@@ -153,8 +153,5 @@ def _observe(scope: Scope, status: int, duration_s: float, timings: RequestTimin
     if len(parts) >= 4 and parts[0] in ("v1", "v2") and parts[1] == "models" and scope["method"] == "POST":
         model = parts[2]
         if model in scope["app"].state.manager.models:
-            api = f"{parts[0]}/{parts[-1]}"
-            metrics = scope["app"].state.metrics
-            metrics.request_latency.labels(model=model, api=api, status=str(status)).observe(duration_s)
-            for phase, seconds in timings.phases.items():
-                metrics.phase_latency.labels(model=model, api=api, phase=phase).observe(seconds)
+            scope["app"].state.metrics.observe_request(model, f"{parts[0]}/{parts[-1]}", str(status), duration_s,
+                                                       timings.phases)

@@ -44,6 +44,8 @@ class Metrics:
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128),
             registry=self.registry,
         )
+        self._latency_children: dict[tuple[str, str, str], Histogram] = {}
+        self._phase_children: dict[tuple[str, str, str], Histogram] = {}
         self.phase_latency = Histogram(
             "paca_request_phase_seconds",
             "Time a request spent in each phase of the request line (decode, preprocess, queue, inference, "
@@ -59,6 +61,24 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+    def observe_request(self, model: str, api: str, status: str, seconds: float, phases: dict[str, float]) -> None:
+        """Record one inference request: its latency and the time of each phase of the request line.
+
+        The labelled children are looked up once per label set and kept (prometheus-client's `labels()`
+        takes a lock and builds a key on every call)."""
+        key = (model, api, status)
+        child = self._latency_children.get(key)
+        if child is None:
+            child = self._latency_children[key] = self.request_latency.labels(model=model, api=api, status=status)
+        child.observe(seconds)
+        for phase, phase_seconds in phases.items():
+            phase_key = (model, api, phase)
+            phase_child = self._phase_children.get(phase_key)
+            if phase_child is None:
+                phase_child = self._phase_children[phase_key] = self.phase_latency.labels(model=model, api=api,
+                                                                                          phase=phase)
+            phase_child.observe(phase_seconds)
 
     def render(self, stats: Iterable[ModelStats]) -> bytes:
         return render_triton(list(stats)).encode() + generate_latest(self.registry)
