@@ -79,6 +79,7 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
     app.state.manager = manager
     app.state.metrics = metrics
     app.state.memory_budget = MemoryBudget(settings.max_inflight_memory_mb * MIB)
+    app.state.exit_code = 0
 
     from service.api import ops, rest, v2_http
 
@@ -109,7 +110,12 @@ async def _start_models(app: FastAPI, manager: ModelManager, settings: ServerSet
         await manager.start(exit_on_error=settings.exit_on_error)
     except Exception as exc:
         log.error("exiting: a model failed to load: %s (set PACA_EXIT_ON_ERROR=false to serve the others)", exc)
-        os.kill(os.getpid(), signal.SIGTERM)
+        app.state.exit_code = 1
+        request_exit = getattr(app.state, "request_exit", None)  # set by `paca serve`; else a plain SIGTERM
+        if request_exit is not None:
+            request_exit()
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
         return
     if manager.failed:
         log.error("serving %d of %d models; failed: %s", len(manager.models) - len(manager.failed),

@@ -25,7 +25,7 @@ log = logging.getLogger("paca.models")
 BANNER = "!" * 100
 
 
-def resolve_artifact(config: ModelConfig) -> ModelConfig:
+def resolve_artifact(config: ModelConfig, *, quiet: bool = False) -> ModelConfig:
     """The config itself if its artifact exists; else its pre-exported untrained stand-in, loudly; else an error.
 
     The server never exports: `paca demo ensure` writes the demo artifacts, `paca export` any other.
@@ -35,6 +35,8 @@ def resolve_artifact(config: ModelConfig) -> ModelConfig:
     if config.fallback_arch is not None:
         stand_in = (config.artifact.parent.parent / "fallback" / f"{config.fallback_arch}.onnx").resolve()
         if stand_in.exists():
+            if quiet:
+                return config.model_copy(update={"artifact": stand_in})
             log.warning(
                 "%s\nmodel %r: artifact %s is missing; serving arch %s with UNTRAINED (random) weights from %s.\n"
                 "Its predictions are meaningless. Run `paca demo ensure` (or `make run`) to build the trained "

@@ -1,10 +1,18 @@
-"""`paca serve`: run the HTTP (and gRPC) server on a model repository. Imports nothing heavy at module level."""
+"""`paca serve`: run the HTTP (and gRPC) server on a model repository. Imports nothing heavy at module level.
+
+Configuration mistakes (settings, the repository file, missing artifacts) are found before any port is bound
+and end the command with one line on stderr and exit status 1; so does a model that fails to load while
+the server starts (supervisors then see a failure, not a kill).
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
+
+CONFIG_ERROR = 1
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +34,6 @@ def serve(
     from service.app import create_app
     from service.http_server import GracefulServer, header_timeout_protocol
     from service.logging_setup import configure_logging
-    from service.settings import ServerSettings
 
     overrides = {
         key: value
@@ -34,9 +41,14 @@ def serve(
                            "log_level": log_level, "log_json": log_json}.items()
         if value is not None
     }
-    settings = ServerSettings(**overrides)
+    try:
+        settings = checked_settings(overrides)
+        repository = checked_repository(settings.config)
+    except ConfigurationError as exc:
+        typer.echo(f"paca serve: {exc}", err=True)
+        raise typer.Exit(CONFIG_ERROR) from None
     configure_logging(settings.log_level, settings.log_json)
-    application = create_app(settings)
+    application = create_app(settings, repository)
     config = uvicorn.Config(
         application,
         host=settings.host,
@@ -50,4 +62,53 @@ def serve(
     )
     server = GracefulServer(config, on_shutdown_signal=application.state.manager.begin_shutdown,
                             delay_s=settings.shutdown_delay_s)
+    application.state.request_exit = lambda: setattr(server, "should_exit", True)
     server.run()
+    if application.state.exit_code:
+        sys.exit(application.state.exit_code)
+
+
+class ConfigurationError(Exception):
+    """A mistake in the settings or the model repository, said in one line."""
+
+
+def checked_settings(overrides: dict[str, object]):
+    """ServerSettings from the flags and PACA_* variables, or ConfigurationError naming the first bad one."""
+    from pydantic import ValidationError
+
+    from service.settings import ServerSettings
+
+    try:
+        return ServerSettings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(part) for part in first["loc"])
+        raise ConfigurationError(f"setting {name} (flag --{name.replace('_', '-')} or PACA_{name.upper()}): "
+                                 f"{first['msg']}, got {first.get('input')!r}") from None
+
+
+def checked_repository(path: Path):
+    """The validated repository, or ConfigurationError naming the first problem (missing artifacts included)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from service.model_runtime import resolve_artifact
+    from service.repository import load_repository
+
+    try:
+        repository = load_repository(path)
+    except FileNotFoundError:
+        raise ConfigurationError(f"model repository {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"model repository {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigurationError(f"model repository {path}: {where}: {first['msg']} "
+                                 f"({exc.error_count()} problem(s) in all)") from None
+    for model in repository.models:
+        try:
+            resolve_artifact(model, quiet=True)
+        except FileNotFoundError as exc:
+            raise ConfigurationError(str(exc)) from None
+    return repository

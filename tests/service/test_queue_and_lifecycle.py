@@ -189,7 +189,11 @@ def test_missing_artifact_falls_back_loudly_to_an_exported_arch(artifacts_dir, t
 
 
 def test_a_model_that_cannot_load_stops_the_server_with_a_clear_message(tmp_path) -> None:
-    repository = {"models": [{"name": "ghost", "artifact": str(tmp_path / "missing.onnx")}]}
-    server = start_server(tmp_path, repository, wait_ready=False)
-    assert server.process.wait(60) != 0
-    assert "missing.onnx does not exist" in server.log() and "a model failed to load" in server.log()
+    """The artifact exists but is not a model: the server starts, the load fails, the process exits 1 (a failure,
+    not the 143 of a kill) after saying why."""
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not an onnx file")
+    server = start_server(tmp_path, {"models": [{"name": "ghost", "artifact": str(corrupt)}]}, wait_ready=False)
+    assert server.process.wait(60) == 1
+    log = server.log()
+    assert "model 'ghost'" in log and "a model failed to load" in log and "PACA_EXIT_ON_ERROR" in log
