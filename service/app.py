@@ -9,6 +9,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Scope
 
 from service.admission import MIB, MemoryBudget
+from service.api import schemas
 from service.api.v2_fast import V2InferFastPath
 from service.errors import ServiceError
 from service.guard import RequestGuard
@@ -94,6 +96,29 @@ class PacaApp(FastAPI):
     """FastAPI with the server's own layers outside FastAPI's middleware stack: the request context (ids,
     timings, logs, the last-resort 500), the guard (keys, limits) and the v2 inference fast path. Inference
     requests then pay for FastAPI's machinery only where they use its routing and validation."""
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema, told the truth: request errors are 400 `ErrorResponse` (the handler turns FastAPI's
+        validation errors into them), never 422; request bodies parsed by hand are declared as components."""
+        if self.openapi_schema:
+            return self.openapi_schema
+        schema = super().openapi()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (schemas.ImagesRequest, schemas.V2InferenceRequest):
+            definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(definition.pop("$defs", {}))
+            components[model.__name__] = definition
+        bad_request = {"description": "bad request: the error names the field or value",
+                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if responses.pop("422", None) is not None:
+                    responses.setdefault("400", bad_request)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        self.openapi_schema = schema
+        return schema
 
     def build_middleware_stack(self) -> ASGIApp:
         fastapi_stack = super().build_middleware_stack()

@@ -30,7 +30,7 @@ IMAGE_BODY_DOC: dict[str, Any] = {
                 }
             },
             "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": schemas.ImagesRequest.model_json_schema()},
+            "application/json": {"schema": {"$ref": "#/components/schemas/ImagesRequest"}},
         },
     }
 }

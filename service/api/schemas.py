@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -119,3 +121,111 @@ class ExplainResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     request_id: str | None = None
+
+
+# ------------------------------------------------------------------------------------- operations
+class LiveResponse(BaseModel):
+    live: bool
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    failed: dict[str, str] | None = Field(None, description="models that failed to load, and why")
+    shutting_down: bool | None = Field(None, description="present once shutdown started")
+
+
+# ----------------------------------------------------------------- KServe v2 / Open Inference Protocol
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str = Field(description="BOOL, UINT8…UINT64, INT8…INT64, FP16, FP32, FP64 or BYTES")
+    shape: list[int] = Field(description="-1 marks a variable dimension")
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+    description: str | None = None
+    warning: str | None = None
+
+
+class V2ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class V2RequestInput(BaseModel):
+    name: str = Field(description="`pixel_values` (FP32, preprocessed) or any name for a BYTES tensor of images")
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = Field(None, description="`binary_data_size`: bytes of this input in the "
+                                              "binary part of the body (Triton's binary tensor extension)")
+    data: list[Any] | None = Field(None, description="flat or nested values; BYTES as base64 strings")
+
+
+class V2RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = Field(None, description="`binary_data` (bool), `classification` (top-k)")
+
+
+class V2InferenceRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="`timeout` (µs), `binary_data_output` (bool)")
+    inputs: list[V2RequestInput] = Field(min_length=1)
+    outputs: list[V2RequestOutput] | None = None
+
+
+class V2ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = Field(None, description="`binary_data_size` when sent as binary")
+    data: list[Any] | None = None
+
+
+class V2InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[V2ResponseOutput]
+
+
+class V2RepositoryModel(BaseModel):
+    name: str
+    version: str
+    state: str = Field(description="READY or UNAVAILABLE")
+    reason: str
+
+
+class V2Duration(BaseModel):
+    count: int
+    ns: int
+
+
+class V2BatchStats(BaseModel):
+    batch_size: int
+    compute_input: V2Duration
+    compute_infer: V2Duration
+    compute_output: V2Duration
+
+
+class V2ModelStats(BaseModel):
+    name: str
+    version: str
+    last_inference: int
+    inference_count: int
+    execution_count: int
+    inference_stats: dict[str, V2Duration]
+    batch_stats: list[V2BatchStats]
+
+
+class V2Statistics(BaseModel):
+    model_stats: list[V2ModelStats]

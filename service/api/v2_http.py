@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from service.api import schemas
 from service.api.images import read_body
 from service.runner import in_pool
 from service.v2 import codec, inference
@@ -34,49 +35,78 @@ def _manager(request: Request):
     return request.app.state.manager
 
 
-@router.get("", summary="Server metadata")
+ERRORS = {code: {"model": schemas.ErrorResponse, "description": text} for code, text in {
+    400: "bad request (wrong field, type, shape or datatype)", 401: "API key missing", 403: "API key not valid",
+    404: "unknown model or version", 413: "body or images too large", 503: "queue full, overloaded or not ready "
+    "(Retry-After)", 504: "the request's deadline passed before it ran"}.items()}
+INFER_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/V2InferenceRequest"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}, "description": ""},
+}, "description": "A JSON inference request; with the binary tensor extension the JSON header is followed by "
+   "the tensors' bytes and its length is in `Inference-Header-Content-Length`."}}
+
+
+@router.get("", summary="Server metadata", response_model=schemas.V2ServerMetadata)
 async def server_metadata() -> dict[str, Any]:
     return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
 
-@router.get("/models/stats", summary="Statistics of every model (Triton statistics extension)")
+@router.get("/models/stats", summary="Statistics of every model (Triton statistics extension)",
+            response_model=schemas.V2Statistics)
 async def all_stats(request: Request) -> dict[str, Any]:
     return {"model_stats": [m.stats.as_triton_dict() for m in _manager(request).models.values()]}
 
 
-@router.post("/repository/index", summary="Models in the repository and their state")
+@router.post("/repository/index", summary="Models in the repository and their state",
+             response_model=list[schemas.V2RepositoryModel])
 async def index(request: Request) -> list[dict[str, str]]:
     return repository_index(_manager(request))
 
 
-@router.get("/models/{name}", summary="Model metadata")
-@router.get("/models/{name}/versions/{version}", summary="Model metadata (versioned)")
+@router.get("/models/{name}", summary="Model metadata", response_model=schemas.V2ModelMetadata,
+            response_model_exclude_none=True, responses=ERRORS)
+@router.get("/models/{name}/versions/{version}", summary="Model metadata (versioned)",
+            response_model=schemas.V2ModelMetadata, response_model_exclude_none=True, responses=ERRORS)
 async def metadata(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
     return model_metadata(inference.loaded_model(_manager(request), name, version))
 
 
-@router.get("/models/{name}/ready", summary="Model readiness: 200 ready, 400 not")
-@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness (versioned)")
+@router.get("/models/{name}/ready", summary="Model readiness: 200 ready, 400 not",
+            response_model=schemas.V2ModelReady, responses=ERRORS)
+@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness (versioned)",
+            response_model=schemas.V2ModelReady, responses=ERRORS)
 async def model_ready(name: str, request: Request, version: str | None = None) -> JSONResponse:
     model = inference.find_model(_manager(request), name, version, ready=False)
     return JSONResponse({"name": name, "ready": model.ready}, status_code=200 if model.ready else 400)
 
 
-@router.get("/models/{name}/config", summary="Model configuration (Triton model_configuration extension)")
-@router.get("/models/{name}/versions/{version}/config", summary="Model configuration (versioned)")
+@router.get("/models/{name}/config", summary="Model configuration (Triton model_configuration extension: "
+            "Triton's ModelConfig as JSON)", response_model=dict[str, Any], responses=ERRORS)
+@router.get("/models/{name}/versions/{version}/config", summary="Model configuration (versioned)",
+            response_model=dict[str, Any], responses=ERRORS)
 async def config(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
     return served_model_config(inference.loaded_model(_manager(request), name, version))
 
 
-@router.get("/models/{name}/stats", summary="Model statistics (Triton statistics extension)")
-@router.get("/models/{name}/versions/{version}/stats", summary="Model statistics (versioned)")
+@router.get("/models/{name}/stats", summary="Model statistics (Triton statistics extension)",
+            response_model=schemas.V2Statistics, responses=ERRORS)
+@router.get("/models/{name}/versions/{version}/stats", summary="Model statistics (versioned)",
+            response_model=schemas.V2Statistics, responses=ERRORS)
 async def model_stats(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
     model = inference.find_model(_manager(request), name, version, ready=False)
     return {"model_stats": [model.stats.as_triton_dict()]}
 
 
-@router.post("/models/{name}/infer", summary="Inference (JSON or binary tensor data)")
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference (versioned)")
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {**ERRORS, 200: {
+    "model": schemas.V2InferenceResponse, "description": "JSON; or, when any output is asked for as binary, a JSON "
+    "header (its length in `Inference-Header-Content-Length`) followed by the tensors' bytes",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.post("/models/{name}/infer", summary="Inference (JSON or binary tensor data)", openapi_extra=INFER_BODY,
+             responses=INFER_RESPONSES)
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference (versioned)", openapi_extra=INFER_BODY,
+             responses=INFER_RESPONSES)
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
     """Documents the route; requests are served by `V2InferFastPath` (same `handle_infer`) before routing."""
     limit = request.app.state.settings.max_request_bytes
