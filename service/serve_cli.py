@@ -43,7 +43,7 @@ def serve(
     }
     try:
         settings = checked_settings(overrides)
-        repository = checked_repository(settings.config)
+        repository = checked_repository(settings.config, check_artifacts=settings.exit_on_error)
     except ConfigurationError as exc:
         typer.echo(f"paca serve: {exc}", err=True)
         raise typer.Exit(CONFIG_ERROR) from None
@@ -87,8 +87,9 @@ def checked_settings(overrides: dict[str, object]):
                                  f"{first['msg']}, got {first.get('input')!r}") from None
 
 
-def checked_repository(path: Path):
-    """The validated repository, or ConfigurationError naming the first problem (missing artifacts included)."""
+def checked_repository(path: Path, *, check_artifacts: bool = True):
+    """The validated repository, or ConfigurationError naming the first problem (with `check_artifacts`, a
+    missing artifact too; without, the server starts and that model fails alone)."""
     import yaml
     from pydantic import ValidationError
 
@@ -106,7 +107,7 @@ def checked_repository(path: Path):
         where = ".".join(str(part) for part in first["loc"])
         raise ConfigurationError(f"model repository {path}: {where}: {first['msg']} "
                                  f"({exc.error_count()} problem(s) in all)") from None
-    for model in repository.models:
+    for model in repository.models if check_artifacts else ():
         try:
             resolve_artifact(model, quiet=True)
         except FileNotFoundError as exc:

@@ -80,7 +80,8 @@ def test_schemathesis_finds_no_server_error(server, tmp_path) -> None:
         pytest.skip("schemathesis is not installed in .venv-tools (make tools)")
     result = subprocess.run(
         [str(schemathesis), "--config-file", str(REPO_ROOT / "tests" / "support" / "schemathesis.toml"), "run",
-         f"{server.url}/openapi.json", "--checks", "not_a_server_error,response_schema_conformance,status_code_conformance",
+         f"{server.url}/openapi.json", "--checks",
+         "not_a_server_error,response_schema_conformance,status_code_conformance",
          "--max-examples", "12", "--workers", "1", "--seed", "1", "--request-timeout", "30",
          "--report", "junit", "--report-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
