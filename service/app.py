@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Scope
 
+from service import tracing
 from service.admission import MIB, MemoryBudget
 from service.api import schemas
 from service.api.v2_fast import V2InferFastPath
@@ -49,6 +50,8 @@ Errors are `{"error": "...", "request_id": "..."}` with a 4xx/5xx status; every 
 def create_app(settings: ServerSettings | None = None, repository: RepositoryConfig | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     repository = repository or load_repository(settings.config)
+    if settings.tracing and not tracing.enabled():  # (tests install an in-memory exporter first)
+        tracing.configure(True)
     metrics = Metrics()
     manager = ModelManager(repository, metrics=metrics)
 
@@ -81,6 +84,8 @@ def create_app(settings: ServerSettings | None = None, repository: RepositoryCon
     app.state.manager = manager
     app.state.metrics = metrics
     app.state.memory_budget = MemoryBudget(settings.max_inflight_memory_mb * MIB)
+    metrics.track_inflight(lambda: app.state.guard.inflight if hasattr(app.state, "guard") else 0,
+                           lambda: app.state.memory_budget.used)
     app.state.exit_code = 0
 
     from service.api import ops, rest, v2_http
@@ -122,8 +127,9 @@ class PacaApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         fastapi_stack = super().build_middleware_stack()
-        guarded = RequestGuard(V2InferFastPath(fastapi_stack), settings=self.state.settings)
-        return RequestContextMiddleware(guarded, observe=_observe)
+        guarded = self.state.guard = RequestGuard(V2InferFastPath(fastapi_stack), settings=self.state.settings)
+        settings = self.state.settings
+        return RequestContextMiddleware(guarded, observe=_observe, traced=settings.tracing and tracing.enabled())
 
 
 async def _start_models(app: FastAPI, manager: ModelManager, settings: ServerSettings, servers: list) -> None:

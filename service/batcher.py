@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service import tracing
 from service.backends.base import Backend
 from service.errors import BackendFailure, BadRequest, NotReady, QueueFull, QueueTimeout, ServiceError
 from service.repository import BatchingConfig
@@ -54,6 +55,7 @@ class QueuedRequest:
     key: GroupKey
     future: asyncio.Future
     enqueued_ns: int = field(default_factory=time.monotonic_ns)
+    enqueued_wall_ns: int = field(default_factory=time.time_ns)
     state: str = "queued"  # queued → running | expired | cancelled
     timings: RequestTimings | None = None
     expiry: asyncio.TimerHandle | None = None
@@ -350,12 +352,20 @@ class DynamicBatcher:
         assert self._free is not None
         loop = asyncio.get_running_loop()
         started = time.monotonic_ns()
+        started_wall = time.time_ns()
         for request in batch:
             self.stats.record_queue(started - request.enqueued_ns)
             if self._on_queued is not None:
                 self._on_queued((started - request.enqueued_ns) / 1e9)
         try:
-            outputs, timings = await loop.run_in_executor(instance.executor, _run_batch, instance.backend, batch)
+            traced = [request.timings.trace for request in batch if request.timings and request.timings.trace]
+            if traced:
+                attributes = {"paca.model": self.model_name, "paca.batch.requests": len(batch),
+                              "paca.batch.samples": sum(request.batch_size for request in batch)}
+                outputs, timings = await loop.run_in_executor(instance.executor, tracing.run_in_batch_span, traced,
+                                                              attributes, _run_batch, instance.backend, batch)
+            else:
+                outputs, timings = await loop.run_in_executor(instance.executor, _run_batch, instance.backend, batch)
         except ServiceError as exc:
             self._fail(batch, exc)
         except Exception as exc:
@@ -368,8 +378,8 @@ class DynamicBatcher:
                 self._on_batch(samples)
             for request, result in zip(batch, outputs, strict=True):
                 if request.timings is not None:
-                    request.timings.longest("queue", (started - request.enqueued_ns) / 1e9)
-                    request.timings.longest("inference", sum(timings) / 1e9)
+                    request.timings.record("queue", request.enqueued_wall_ns, started_wall)
+                    request.timings.record("inference", started_wall, started_wall + sum(timings))
                 if not request.future.done():
                     request.future.set_result(result)
         finally:

@@ -10,9 +10,16 @@ double the series count.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from service.stats import FAILURE_REASONS, ModelStats
 
@@ -49,7 +56,7 @@ class Metrics:
         self.phase_latency = Histogram(
             "paca_request_phase_seconds",
             "Time a request spent in each phase of the request line (decode, preprocess, queue, inference, "
-            "postprocess), by model and API — the split the Server-Timing header shows.",
+            "postprocess, encode), by model and API — the split the Server-Timing header shows.",
             ["model", "api", "phase"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
@@ -61,6 +68,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+    def track_inflight(self, requests: Callable[[], float], memory_bytes: Callable[[], float]) -> None:
+        """Gauges read at scrape time: HTTP inference requests in progress (the `max_inflight_requests` limit)
+        and the estimated memory they hold (the `max_inflight_memory_mb` budget)."""
+        Gauge("paca_inflight_requests", "HTTP inference requests in progress (the 503 limit is "
+              "PACA_MAX_INFLIGHT_REQUESTS).", registry=self.registry).set_function(requests)
+        Gauge("paca_inflight_memory_bytes", "Estimated working memory of the requests in progress (the 503 "
+              "budget is PACA_MAX_INFLIGHT_MEMORY_MB).", registry=self.registry).set_function(memory_bytes)
 
     def observe_request(self, model: str, api: str, status: str, seconds: float, phases: dict[str, float]) -> None:
         """Record one inference request: its latency and the time of each phase of the request line.

@@ -7,7 +7,7 @@ server feeds a model exactly what export and evaluation fed it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -15,6 +15,7 @@ from PIL import Image
 from export.metadata import ArtifactMetadata
 from models.preprocess import ImageMeta, preprocess_image
 from service.decode import decode_image
+from service.timing import Interval
 
 
 @dataclass
@@ -24,17 +25,16 @@ class PreparedImage:
     image: Image.Image
     pixel_values: np.ndarray  # (1, 3, H, W) float32
     meta: ImageMeta
-    decode_s: float = 0.0
-    preprocess_s: float = 0.0
+    intervals: list[Interval] = field(default_factory=list)  # when it was decoded and preprocessed
 
 
 def prepare_image(data: bytes, info: ArtifactMetadata, *, max_pixels: int, what: str = "image") -> PreparedImage:
     """Decode `data` (4xx on anything that is not a usable image) and preprocess it for the model."""
-    started = time.perf_counter()
+    started = time.time_ns()
     image = decode_image(data, max_pixels=max_pixels, what=what)
-    decoded = time.perf_counter()
+    decoded = time.time_ns()
     prepared = prepare_decoded(image, info)
-    prepared.decode_s, prepared.preprocess_s = decoded - started, time.perf_counter() - decoded
+    prepared.intervals = [("decode", started, decoded), ("preprocess", decoded, time.time_ns())]
     return prepared
 
 

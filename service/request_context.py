@@ -19,6 +19,7 @@ import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import tracing
 from service.logging_setup import request_id_var
 from service.timing import RequestTimings, request_timings
 
@@ -65,9 +66,10 @@ class RequestContextMiddleware:
     """Sets the request-id context, adds `X-Request-ID` to the response, logs, observes latency, and turns an
     unhandled exception into a 500 with the request id."""
 
-    def __init__(self, app: ASGIApp, observe: Observer) -> None:
+    def __init__(self, app: ASGIApp, observe: Observer, traced: bool = False) -> None:
         self.app = app
         self.observe = observe
+        self.traced = traced
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,6 +79,10 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         timings = RequestTimings()
         timings_token = request_timings.set(timings)
+        span = tracing.start_request_span(scope["method"], scope["path"], Headers(scope=scope), request_id) \
+            if self.traced else None
+        if span is not None:
+            timings.trace = span.get_span_context()
         started = timings.started
         status = 500
         response_started = False
@@ -89,6 +95,8 @@ class RequestContextMiddleware:
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-ID"] = request_id
                 headers["Server-Timing"] = timings.header()
+                if span is not None:
+                    headers["traceparent"] = tracing.traceparent(span)
                 if draining(scope):  # clients stop reusing connections before the listener closes
                     headers["Connection"] = "close"
             await send(message)
@@ -103,6 +111,8 @@ class RequestContextMiddleware:
         finally:
             duration = time.perf_counter() - started
             self.observe(scope, status, duration, timings)
+            if span is not None:
+                tracing.end_request_span(span, timings, http_status=status)
             access_log.info(
                 "%s %s %d", scope["method"], scope["path"], status,
                 extra={"method": scope["method"], "path": scope["path"], "status": status,

@@ -31,7 +31,7 @@ from service.model_runtime import ModelManager, ServedModel
 from service.prepare import PreparedImage, prepare_image
 from service.settings import ServerSettings
 from service.tasks import Encoded, TaskHandler, TaskParams, TaskRequest
-from service.timing import current
+from service.timing import Interval, current, record_all
 
 T = TypeVar("T")
 
@@ -66,10 +66,9 @@ async def prepare_images(pool: Executor, model: ServedModel, images: Sequence[by
         in_pool(pool, prepare_image, data, model.info, max_pixels=max_pixels, what=name)
         for data, name in zip(images, names, strict=True)
     )))
-    if (timings := current()) is not None:
-        for image in prepared:
-            timings.add("decode", image.decode_s)
-            timings.add("preprocess", image.preprocess_s)
+    timings = current()
+    for image in prepared:
+        record_all(timings, image.intervals)
     return prepared
 
 
@@ -86,11 +85,13 @@ async def infer_images(model: ServedModel, prepared: Sequence[PreparedImage], ou
 
 
 def finish(handler: TaskHandler, model: ServedModel, outputs: Sequence[dict[str, np.ndarray]],
-           prepared: Sequence[PreparedImage], request: TaskRequest) -> tuple[Encoded, float]:
-    """Postprocess every image and encode the answer (one pool job); also returns the seconds it took."""
-    started = time.perf_counter()
+           prepared: Sequence[PreparedImage], request: TaskRequest) -> tuple[Encoded, list[Interval]]:
+    """Postprocess every image and encode the answer (one pool job); also returns when each step ran."""
+    started = time.time_ns()
     results = [handler.postprocess(o, p, model.info, request) for o, p in zip(outputs, prepared, strict=True)]
-    return handler.respond(model.name, results, request, model.info), time.perf_counter() - started
+    postprocessed = time.time_ns()
+    encoded = handler.respond(model.name, results, request, model.info)
+    return encoded, [("postprocess", started, postprocessed), ("encode", postprocessed, time.time_ns())]
 
 
 async def run_task(request: Request, name: str, handler: TaskHandler, params: TaskParams) -> Response:
@@ -110,7 +111,6 @@ async def run_task(request: Request, name: str, handler: TaskHandler, params: Ta
         prepared = await prepare_images(pool, model, images, max_pixels=settings.max_image_pixels, names=names)
         outputs = await infer_images(model, prepared, handler.outputs(model.info, task_request), params.timeout_ms,
                                      arrived=arrived, reservation=reservation)
-        encoded, postprocess_s = await in_pool(pool, finish, handler, model, outputs, prepared, task_request)
-    if (timings := current()) is not None:
-        timings.add("postprocess", postprocess_s)
+        encoded, intervals = await in_pool(pool, finish, handler, model, outputs, prepared, task_request)
+    record_all(current(), intervals)
     return Response(encoded.body, media_type=encoded.media_type)

@@ -11,12 +11,43 @@ import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperCommand
 
 CONFIG_ERROR = 1
+FLAGGED = frozenset({"config", "host", "port", "grpc_port", "log_level", "log_json"})
+
+
+class ServeCommand(TyperCommand):
+    """`paca serve` whose help ends with every other setting, read from `ServerSettings` only when help is
+    shown (the help stays true as settings are added, and other commands do not pay for the import)."""
+
+    @property
+    def epilog(self) -> str:
+        return settings_help()
+
+    @epilog.setter
+    def epilog(self, value: str | None) -> None:
+        pass
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.command("serve", cls=ServeCommand)(serve)
+
+
+def settings_help() -> str:
+    """One paragraph per setting without a flag: its variable, default and meaning."""
+    from service.settings import ServerSettings
+
+    lines = ["Every setting is also an environment variable; these have no flag:"]
+    for name, field in ServerSettings.model_fields.items():
+        if name in FLAGGED:
+            continue
+        default = field.get_default(call_default_factory=True)
+        shown = ",".join(default) if isinstance(default, list) else default
+        if shown in ("", None):
+            shown = "none"
+        lines.append(f"PACA_{name.upper()} (default {shown!s}): {field.description or ''}".rstrip(": "))
+    return "\n\n".join(lines)
 
 
 def serve(
@@ -83,8 +114,8 @@ def checked_settings(overrides: dict[str, object]):
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(part) for part in first["loc"])
-        raise ConfigurationError(f"setting {name} (flag --{name.replace('_', '-')} or PACA_{name.upper()}): "
-                                 f"{first['msg']}, got {first.get('input')!r}") from None
+        where = f"flag --{name.replace('_', '-')} or PACA_{name.upper()}" if name in FLAGGED else f"PACA_{name.upper()}"
+        raise ConfigurationError(f"setting {name} ({where}): {first['msg']}, got {first.get('input')!r}") from None
 
 
 def checked_repository(path: Path, *, check_artifacts: bool = True):

@@ -23,6 +23,8 @@ class ServerSettings(BaseSettings):
     grpc_port: int | None = Field(8001, description="gRPC port; None or 0 disables gRPC")
     log_level: str = "info"
     log_json: bool = True
+    tracing: bool = Field(False, description="OpenTelemetry traces over OTLP/HTTP, configured by the standard "
+                          "OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...)")
     preprocess_threads: int = Field(2, ge=1, description="threads that decode, preprocess and postprocess")
     exit_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for accepted requests")
     shutdown_delay_s: float = Field(0.0, ge=0, description="after SIGTERM, keep serving this long with readiness "

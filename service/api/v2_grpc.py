@@ -14,12 +14,14 @@ from fastapi import FastAPI
 from google.protobuf import json_format
 
 from export.triton_proto import model_config_pb2
+from service import tracing
 from service.auth import ApiKeyInterceptor
 from service.errors import ServiceError
 from service.grpc_gen import grpc_service_pb2 as pb
 from service.grpc_gen import grpc_service_pb2_grpc as pb_grpc
 from service.logging_setup import request_id_var
 from service.request_context import choose_request_id
+from service.timing import RequestTimings, request_timings
 from service.v2 import codec, inference
 from service.v2.model_config import (
     EXTENSIONS,
@@ -38,6 +40,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
+        self.traced = app.state.settings.tracing and tracing.enabled()
 
     @property
     def manager(self):
@@ -100,9 +103,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request, context):
         token = request_id_var.set(choose_request_id(request.id))
+        timings = RequestTimings()
+        timings_token = request_timings.set(timings)
         started = time.perf_counter()
         status = "OK"
         state = self.app.state
+        span = None
+        if self.traced:
+            span = tracing.start_rpc_span("ModelInfer", dict(context.invocation_metadata() or ()),
+                                          request_id_var.get(), request.model_name)
+            timings.trace = span.get_span_context()
+            await context.send_initial_metadata((("traceparent", tracing.traceparent(span)),))
         try:
             infer_request = codec.decode_grpc(request)
             _, outputs = await inference.infer(
@@ -129,6 +140,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                                                               status=status).observe(duration)
             log.info("grpc ModelInfer %s %s", request.model_name, status,
                      extra={"model": request.model_name, "duration_ms": round(duration * 1000, 2)})
+            if span is not None:
+                tracing.end_request_span(span, timings, grpc_status=status)
+            request_timings.reset(timings_token)
             request_id_var.reset(token)
 
 

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from service.api import schemas
 from service.api.images import read_body
 from service.runner import in_pool
+from service.timing import current, record_all
 from service.v2 import codec, inference
 from service.v2.model_config import (
     EXTENSIONS,
@@ -134,4 +135,7 @@ async def handle_infer(state: Any, name: str, version: str | None, read: Callabl
                                                arrived=arrived, reservation=reservation)
         finally:
             state.memory_budget.release(cost)
-    return codec.encode_http(name, version, infer_request, outputs)
+    started = time.time_ns()
+    encoded = codec.encode_http(name, version, infer_request, outputs)
+    record_all(current(), [("encode", started, time.time_ns())])
+    return encoded

@@ -21,6 +21,7 @@ import numpy as np
 
 from export.metadata import onnx_props
 from export.triton_config import metadata_from_parameters
+from service import tracing
 from service.backends.base import V2_DATATYPES, Backend, TensorSpec
 from service.errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge, QueueFull, ServiceError
 from service.repository import ModelConfig
@@ -74,8 +75,9 @@ class RemoteTritonBackend(Backend):
         header = json.dumps({"inputs": tensors, "outputs": [
             {"name": name, "parameters": {"binary_data": True}} for name in output_names]}).encode()
         try:
-            response = self.client.post(self._infer_path, content=header + b"".join(chunks), headers={
-                "Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))})
+            headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
+            tracing.inject(headers)  # the batch's span goes on to the remote server (a no-op without tracing)
+            response = self.client.post(self._infer_path, content=header + b"".join(chunks), headers=headers)
         except httpx.TimeoutException:
             raise GatewayTimeout(f"remote model {self.remote_model!r} at {self.client.base_url} did not answer "
                                  f"within {self.client.timeout.read:g} s") from None

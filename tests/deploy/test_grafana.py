@@ -30,7 +30,11 @@ REQUIRED_FAMILIES = {
     "paca_request_duration_seconds_bucket", "paca_request_duration_seconds_count", "paca_request_duration_seconds_sum",
     "paca_queue_duration_seconds_bucket", "paca_batch_size_bucket",
     "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+    "paca_request_phase_seconds_sum", "paca_request_phase_seconds_count", "paca_inflight_requests",
 }
+
+
+SERVER_WIDE = {"paca_inflight_requests", "paca_inflight_memory_bytes"}  # per server, no model label
 
 
 def load_dashboard() -> dict[str, Any]:
@@ -95,9 +99,9 @@ def test_every_server_selector_is_filtered_by_the_dashboard_variables() -> None:
     for expr in (t["expr"] for p in panels(load_dashboard()) for t in p["targets"]):
         for selector in selectors(expr):
             text = str(selector)
-            if selector.name.startswith(("nv_", "paca_")):
+            if selector.name.startswith(("nv_", "paca_")) and selector.name not in SERVER_WIDE:
                 assert 'model=~"m"' in text and 'instance=~"i"' in text, expr
-            if selector.name.startswith("process_"):
+            if selector.name.startswith("process_") or selector.name in SERVER_WIDE:
                 assert 'instance=~"i"' in text, expr  # only the servers' processes, not every scraped job
 
 
@@ -106,7 +110,7 @@ def test_panels_cover_traffic_latency_queue_batching_load_and_process() -> None:
     titles = [p["title"] for p in panels(dashboard)]
     for needed in ("Request rate", "Failures", "Success ratio", "latency p50 / p90 / p99", "Queue time",
                    "queue vs compute", "Batch size distribution", "Mean batch size", "Queue depth", "In flight",
-                   "CPU", "Resident memory", "Open file descriptors"):
+                   "by phase", "CPU", "Resident memory", "Open file descriptors"):
         assert any(needed in title for title in titles), needed
     heatmap = next(p for p in panels(dashboard) if p["type"] == "heatmap")
     assert heatmap["targets"][0]["format"] == "heatmap" and "paca_batch_size_bucket" in heatmap["targets"][0]["expr"]

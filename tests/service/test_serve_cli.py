@@ -21,7 +21,7 @@ CASES = {
     "a missing artifact": ("models:\n  - {name: a, artifact: missing.onnx}\n", {},
                            "model 'a': artifact {dir}/missing.onnx does not exist; run `paca demo ensure`"),
     "a bad setting": ("models:\n  - {name: a, artifact: missing.onnx}\n", {"PACA_MAX_REQUEST_BYTES": "lots"},
-                      "setting max_request_bytes (flag --max-request-bytes or PACA_MAX_REQUEST_BYTES)"),
+                      "setting max_request_bytes (PACA_MAX_REQUEST_BYTES): Input should be a valid integer"),
 }
 
 
@@ -42,3 +42,17 @@ def test_configuration_errors_are_one_line_and_exit_1(case: str, tmp_path: Path)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("paca serve: "), result.stderr
     assert message.format(dir=tmp_path) in lines[0]
+
+
+def test_help_lists_every_setting() -> None:
+    """`paca serve --help` names every ServerSettings field: a flag, or its PACA_* variable with the default."""
+    from service.settings import ServerSettings
+
+    launcher = "import sys; from service.cli import main; sys.argv[0] = 'paca'; main()"
+    shown = subprocess.run([sys.executable, "-c", launcher, "serve", "--help"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": "/usr/bin"})
+    assert shown.returncode == 0, shown.stderr
+    for name in ServerSettings.model_fields:
+        flag, variable = f"--{name.replace('_', '-')}", f"PACA_{name.upper()}"
+        assert flag in shown.stdout or variable in shown.stdout, name
+    assert "PACA_TRACING (default False): OpenTelemetry traces" in shown.stdout

@@ -147,3 +147,33 @@ def perf_analyzer_path() -> Path | None:
         return PERF_ANALYZER
     found = shutil.which("perf_analyzer")
     return Path(found) if found else None
+
+
+@contextmanager
+def serving_in_process(app: object, timeout_s: float = READY_TIMEOUT_S) -> Iterator[str]:
+    """`app` on a loopback port in a thread of this process (for tests that inspect in-process state, such as
+    spans in an in-memory exporter); yields its URL once /v2/health/ready is 200."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None,
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, name="in-process-server", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.config.port}"
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"in-process server at {url} did not become ready")
+            time.sleep(0.05)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
