@@ -30,7 +30,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support.server import ServerProcess, running_server  # noqa: E402
+from tests.support.server import ServerProcess, exit_cleanly_on_sigterm, running_server  # noqa: E402
 
 DEMO = REPO_ROOT / "artifacts" / "demo"
 ENDPOINTS = {
@@ -226,6 +226,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--endpoints", nargs="+", default=["classify", "detect"], choices=sorted(ENDPOINTS))
     parser.add_argument("--factor", type=float, default=4.0, help="offered load as a multiple of capacity")

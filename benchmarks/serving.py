@@ -47,7 +47,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support.server import PERF_ANALYZER, free_port, running_process  # noqa: E402
+from tests.support.server import PERF_ANALYZER, exit_cleanly_on_sigterm, free_port, running_process  # noqa: E402
 
 CACHE = REPO_ROOT / "artifacts" / "bench"
 PYTRITON = REPO_ROOT / "tools" / "venv-pytriton" / "bin" / "python"
@@ -439,6 +439,7 @@ def plot(rows: list[Row], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-serving", help="folder for the results")
     parser.add_argument("--seconds", type=float, default=4.0, help="window per (system, leg, concurrency) and round")

@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.overload import repository, rss_mib  # noqa: E402
-from tests.support.server import running_server  # noqa: E402
+from tests.support.server import exit_cleanly_on_sigterm, running_server  # noqa: E402
 
 IMAGES = REPO_ROOT / "loadtest" / "images"
 
@@ -90,6 +90,7 @@ async def soak(url: str, pid: int, minutes: float, window_s: float, concurrency:
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--window", type=float, default=60.0, help="seconds per measurement window")

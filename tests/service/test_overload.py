@@ -20,7 +20,7 @@ import pytest
 
 from tests.support import images
 from tests.support.fixture_models import CLASSIFIER, DETECTOR, repository_dict
-from tests.support.server import running_server, start_server, wait_until_ready
+from tests.support.server import running_server, start_server, stop_server, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -89,40 +89,43 @@ def test_sigterm_under_load_loses_no_accepted_request(artifacts_dir: Path, tmp_p
     was answered to the client; the rest were refused cleanly (503, or a connection that never got in)."""
     hold = {CLASSIFIER: {"batching": {"max_queue_delay_ms": 50, "max_queue_size": 256, "queue_timeout_ms": 60000}}}
     server = start_server(tmp_path, repository_dict(artifacts_dir, **hold), env={"PACA_SHUTDOWN_DELAY_S": "1.5"})
-    wait_until_ready(server)
-    outcomes: Counter[str] = Counter()
-    readiness_after_signal: list[int] = []
+    try:
+        wait_until_ready(server)
+        outcomes: Counter[str] = Counter()
+        readiness_after_signal: list[int] = []
 
-    async def client_loop(client: httpx.AsyncClient, stop_at: float) -> None:
-        while time.monotonic() < stop_at:
-            try:
-                response = await client.post(f"/v1/models/{CLASSIFIER}/classify", files={"image": images.png(7)})
-                outcomes[str(response.status_code)] += 1
-            except httpx.TransportError:  # the connection never got in: refused, or reset from the backlog
-                outcomes["refused"] += 1
-                await asyncio.sleep(0.05)
+        async def client_loop(client: httpx.AsyncClient, stop_at: float) -> None:
+            while time.monotonic() < stop_at:
+                try:
+                    response = await client.post(f"/v1/models/{CLASSIFIER}/classify", files={"image": images.png(7)})
+                    outcomes[str(response.status_code)] += 1
+                except httpx.TransportError:  # the connection never got in: refused, or reset from the backlog
+                    outcomes["refused"] += 1
+                    await asyncio.sleep(0.05)
 
-    async def scenario() -> None:
-        stop_at = time.monotonic() + 5
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            workers = [asyncio.create_task(client_loop(client, stop_at)) for _ in range(8)]
-            await asyncio.sleep(1.0)
-            server.process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.2)
-            async with httpx.AsyncClient(base_url=server.url, timeout=5) as probe:
-                readiness_after_signal.append((await probe.get("/v2/health/ready")).status_code)
-            await asyncio.gather(*workers)
+        async def scenario() -> None:
+            stop_at = time.monotonic() + 5
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                workers = [asyncio.create_task(client_loop(client, stop_at)) for _ in range(8)]
+                await asyncio.sleep(1.0)
+                server.process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.2)
+                async with httpx.AsyncClient(base_url=server.url, timeout=5) as probe:
+                    readiness_after_signal.append((await probe.get("/v2/health/ready")).status_code)
+                await asyncio.gather(*workers)
 
-    asyncio.run(scenario())
-    assert server.process.wait(30) in (0, -signal.SIGTERM)
-    accepted = Counter(str(entry["status"]) for entry in _access_log(server.log())
-                       if entry.get("path") == f"/v1/models/{CLASSIFIER}/classify")
-    print("client outcomes:", dict(outcomes), "server accepted:", dict(accepted))
-    assert readiness_after_signal == [503]
-    assert set(outcomes) <= {"200", "503", "refused"} and outcomes["200"] > 0
-    assert accepted["200"] == outcomes["200"] and accepted["503"] == outcomes["503"], "an accepted request was lost"
-    assert set(accepted) <= {"200", "503"}
-    assert "shutting down" in server.log()
+        asyncio.run(scenario())
+        assert server.process.wait(30) in (0, -signal.SIGTERM)
+        accepted = Counter(str(entry["status"]) for entry in _access_log(server.log())
+                           if entry.get("path") == f"/v1/models/{CLASSIFIER}/classify")
+        print("client outcomes:", dict(outcomes), "server accepted:", dict(accepted))
+        assert readiness_after_signal == [503]
+        assert set(outcomes) <= {"200", "503", "refused"} and outcomes["200"] > 0
+        assert accepted["200"] == outcomes["200"] and accepted["503"] == outcomes["503"], "an accepted request was lost"
+        assert set(accepted) <= {"200", "503"}
+        assert "shutting down" in server.log()
+    finally:
+        stop_server(server)
 
 
 def _access_log(text: str) -> list[dict]:

@@ -117,25 +117,28 @@ def test_metrics_use_triton_names_and_histograms(slow_server) -> None:
 
 def test_graceful_shutdown_finishes_accepted_requests(artifacts_dir, tmp_path) -> None:
     server = start_server(tmp_path, repository_dict(artifacts_dir, **SLOW_BATCHER))
-    results: list[httpx.Response] = []
-    worker = threading.Thread(target=lambda: results.extend(asyncio.run(_classify_many(server.url, 3))))
-    worker.start()
-    # Wait until all three are queued (held by the batch delay), then ask the server to stop.
-    deadline = time.monotonic() + 10
-    pending = f'nv_inference_pending_request_count{{model="{CLASSIFIER}",version="1"}}'
-    while _metric_line(httpx.get(f"{server.url}/metrics").text, pending) < 3:
-        assert time.monotonic() < deadline, "requests never reached the queue"
-        time.sleep(0.02)
-    server.process.send_signal(signal.SIGTERM)
-    worker.join(60)
-    assert [r.status_code for r in results] == [200, 200, 200]
-    # uvicorn re-raises the caught SIGTERM after its graceful shutdown; our lifespan must have completed.
-    assert server.process.wait(30) in (0, -signal.SIGTERM)
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{server.url}/v2/health/live", timeout=2)
-    log = server.log()
-    messages = [json.loads(line)["message"] for line in log.splitlines() if line.startswith("{")]
-    assert any(m.startswith("shutting down: draining queues") for m in messages) and "stopped" in messages
+    try:
+        results: list[httpx.Response] = []
+        worker = threading.Thread(target=lambda: results.extend(asyncio.run(_classify_many(server.url, 3))))
+        worker.start()
+        # Wait until all three are queued (held by the batch delay), then ask the server to stop.
+        deadline = time.monotonic() + 10
+        pending = f'nv_inference_pending_request_count{{model="{CLASSIFIER}",version="1"}}'
+        while _metric_line(httpx.get(f"{server.url}/metrics").text, pending) < 3:
+            assert time.monotonic() < deadline, "requests never reached the queue"
+            time.sleep(0.02)
+        server.process.send_signal(signal.SIGTERM)
+        worker.join(60)
+        assert [r.status_code for r in results] == [200, 200, 200]
+        # uvicorn re-raises the caught SIGTERM after its graceful shutdown; our lifespan must have completed.
+        assert server.process.wait(30) in (0, -signal.SIGTERM)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{server.url}/v2/health/live", timeout=2)
+        log = server.log()
+        messages = [json.loads(line)["message"] for line in log.splitlines() if line.startswith("{")]
+        assert any(m.startswith("shutting down: draining queues") for m in messages) and "stopped" in messages
+    finally:
+        stop_server(server)
 
 
 def test_ready_only_after_every_model_warmed_up(artifacts_dir, tmp_path) -> None:

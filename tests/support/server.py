@@ -6,8 +6,11 @@ unimportable in the server process, which proves the serving path needs no torch
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +29,22 @@ TOOLS_PYTHON = REPO_ROOT / ".venv-tools" / "bin" / "python"
 LOCUST = REPO_ROOT / ".venv-tools" / "bin" / "locust"
 PERF_ANALYZER = REPO_ROOT / "tools" / "bin" / "perf_analyzer"  # wrapper that sets LD_LIBRARY_PATH
 READY_TIMEOUT_S = 120.0
+
+
+_started: list[subprocess.Popen] = []
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """A test that failed before stopping its server must not leave it running (and eating CPU) after pytest."""
+    for process in _started:
+        stop_process(process, timeout_s=5)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """For benchmark scripts: SIGTERM (a `timeout`, a CI cancel) unwinds like an exception, so every server and
+    peer they started is stopped (by their context managers, or `_stop_leftovers` at exit)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
 def free_port() -> int:
@@ -63,7 +82,8 @@ def start_server(tmp: Path, repository: dict | Path, *, grpc: bool = False, env:
     process_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env=process_env)
+                                   env=process_env, start_new_session=True)
+    _started.append(process)
     server = ServerProcess(process, f"http://127.0.0.1:{port}", grpc_port, log_path)
     if wait_ready:
         wait_until_ready(server, ready_timeout_s)
@@ -95,6 +115,8 @@ def wait_for_url(process: subprocess.Popen, ready_url: str, log_path: Path, time
 
 
 def stop_process(process: subprocess.Popen, timeout_s: float = 30.0) -> int:
+    """SIGTERM, then SIGKILL after `timeout_s`; whatever the process started in its session (a peer's worker
+    processes) is killed with it, so nothing outlives a test or benchmark."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -102,6 +124,8 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 30.0) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # the process led its own session (start_new_session)
     return process.returncode
 
 
@@ -116,7 +140,8 @@ def running_process(command: list[str], ready_url: str, log_path: Path, *, env: 
     process_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=process_env, stdout=log_file,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    _started.append(process)
     try:
         wait_for_url(process, ready_url, log_path, timeout_s)
         yield process
