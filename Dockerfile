@@ -18,8 +18,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# The CPU wheel index first: `torch==2.14.1` then resolves to 2.14.1+cpu (~200 MB) instead of the
-# multi-GB CUDA build that PyPI's default wheel pulls in (docs/environment.md §3-4).
+# With the CPU wheel index added, `torch==2.14.1` resolves to 2.14.1+cpu (~200 MB) instead of PyPI's default
+# wheel, a multi-GB CUDA build that also pulls in triton and the nvidia-* CUDA wheels.
 # requirements-demo.txt (MNIST subset) only matters if the committed demo weights are missing and get retrained.
 COPY requirements.txt requirements-demo.txt ./
 RUN python -m pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt \

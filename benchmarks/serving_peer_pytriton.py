@@ -1,12 +1,12 @@
 """Second peer for benchmarks/serving.py: Triton Inference Server (bundled in nvidia-pytriton 0.7.0)
 with its real dynamic batcher, running the same ONNX file through the same ONNX Runtime session settings.
 
-Runs in its own venv (PyTriton pins numpy 1.26; environment.md §9.3), made once by hand:
+Runs in its own venv (nvidia-pytriton 0.7.0 forces numpy 1.26), made once by hand:
     python3.11 -m venv tools/venv-pytriton
     tools/venv-pytriton/bin/pip install nvidia-pytriton==0.7.0 onnxruntime==1.32.0
 serving.py starts it as
     tools/venv-pytriton/bin/python benchmarks/serving_peer_pytriton.py MODEL.onnx HTTP_PORT THREADS MAX_BATCH DELAY_US
-with LD_LIBRARY_PATH = the interpreter's LIBDIR and PYTRITON_HOME = a writable folder (environment.md §9.3).
+with LD_LIBRARY_PATH = the interpreter's LIBDIR (for Triton's Python stub) and PYTRITON_HOME = a writable folder.
 """
 
 from __future__ import annotations

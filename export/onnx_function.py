@@ -2,7 +2,7 @@
 
 With the body in the file ONNX Runtime runs the node unchanged; TensorRT uses the plugin when one
 is registered under the node's `plugin_namespace` and otherwise inlines this body
-(serving-reference.md §C.2/§C.11).
+(docs/export.md; the parser's dispatch order is in onnx/onnx-tensorrt `ModelImporter.cpp`).
 """
 
 from __future__ import annotations

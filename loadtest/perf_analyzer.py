@@ -9,7 +9,7 @@ The target is `host:port` as perf_analyzer's own `-u` takes it, or a URL (`http:
 perf_analyzer (installed by scripts/install-perf-analyzer.sh as tools/bin/perf_analyzer) reads the model's
 /v2 metadata and /config, then sends binary FP32 tensors to /infer: zeros by default, or real preprocessed
 images from a JSON made by loadtest/perf_input.py (its own default, random bytes, decodes to NaN/inf floats,
-which the server rejects). Settings that survive a busy 2-core machine (environment.md §9.2): count windows
+which the server rejects). Settings that survive a busy 2-core machine: count windows
 (a fixed number of requests per measurement instead of a time window) and `--max-trials 5 -s 100`, since the
 defaults often end with "Failed to obtain stable measurement" (exit 2). Loopback targets only. Standard library only.
 """

@@ -2,7 +2,7 @@
 
     .venv-tools/bin/python loadtest/run.py --host http://127.0.0.1:8000 --users 4 --duration 30
 
-Guards (environment.md §1): the target must be a loopback address, users ≤ 64, duration ≤ 600 s, so a typo
+Guards: the target must be a loopback address, users ≤ 64, duration ≤ 600 s, so a typo
 can neither load someone else's server nor run unbounded. Locust writes <out>/locust_stats.csv (and the
 failures/exceptions CSVs); this script reads it back and prints one row per endpoint plus the aggregate.
 The exit status is 1 when any request failed (unless --allow-failures), so CI can use it directly.

@@ -1,4 +1,4 @@
-"""Reading checkpoints safely and fitting them strictly onto a model (spec §16).
+"""Reading checkpoints safely and fitting them strictly onto a model (accepted forms: docs/models.md).
 
 Pipeline: read the file (`.pth` through the restricted unpickler, or `.safetensors`) → unwrap the
 training wrapper (`state_dict` → `model` → `state_dict_ema`) → strip `module.` → the arch's own
@@ -162,7 +162,7 @@ def check_fits(state_dict: StateDict, layout: Mapping[str, tuple[tuple[int, ...]
         parts.append(f"{len(mismatched)} shape mismatch(es): {_listing(shown)}")
     hint = ""
     if any("clustering" in key or "to_clusters" in key for key, _, _ in mismatched):
-        hint = " (a different number of clusters: ADE20k backbones use 200, ImageNet/COCO ones 100; spec §17)"
+        hint = " (a different number of clusters: ADE20k backbones use 200, ImageNet/COCO ones 100; docs/models.md)"
     raise CheckpointMismatchError(
         f"checkpoint does not fit the {what}: " + "; ".join(parts) + hint, missing, unexpected, mismatched
     )

@@ -1,4 +1,4 @@
-"""Registers the 13 official ImageNet-1k classification variants (spec §13) with their release files (§16.1)."""
+"""Registers the 13 official ImageNet-1k classification variants with their release files (docs/models.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from models.preprocess_spec import IMAGENET_CLASSIFICATION
 from models.registry import ArchSpec, register
 from models.variants import CLASSIFICATION_VARIANTS
 
-# The release links no ImageNet checkpoint for this variant (spec §16.1).
+# The official README (github.com/iVMCL/PaCaViT) links no ImageNet checkpoint for this variant.
 NO_RELEASED_CHECKPOINT = frozenset({"pacavit_convmixer_tiny_100"})
 
 

@@ -1,4 +1,4 @@
-"""PaCa-ViT backbone and classifier (spec: shared/docs/paca-model-spec.md §3–§15).
+"""PaCa-ViT backbone and classifier (Grainger et al., CVPR 2023, arXiv:2203.11987; github.com/iVMCL/PaCaViT).
 
 Module names and registration order follow the official state_dict layout exactly, so official
 checkpoints load with strict key matching and the reference key manifests apply unchanged.
@@ -177,7 +177,7 @@ class PaCaBlock(nn.Module):
         return x, z
 
 
-# ---------------------------------------------------------------- ConvMixer clustering teacher (§12)
+# ---------------------------------------------------------------- ConvMixer clustering teacher
 
 
 class Residual(nn.Module):

@@ -3,7 +3,7 @@
 - `rescale_boxes`: boxes from the resized input frame back to original pixels (mmdet `rescale=True`).
 - `paste_masks`: 28×28 RoI mask probabilities → full-image boolean masks, the mmdet way: bilinear
   sampling (align_corners=False, zero outside) at pixel centres relative to the exact float box, then
-  `≥ threshold` (detector-mapping.md §3b.6). torchvision's integer-box paste differs visibly on small boxes.
+  `≥ threshold` (mmdet `FCNMaskHead`). torchvision's integer-box paste differs visibly on small boxes.
 - `segmentation_label_map`: 1/4-resolution class logits → label map of the original image, the mmseg
   way: bilinear upsample to the model input, crop the padding, bilinear resize to the original, argmax.
 

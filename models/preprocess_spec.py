@@ -21,9 +21,9 @@ class PreprocessSpec:
     """Resize policy, normalisation and padding of one model's input.
 
     - "short_side_center_crop": resize the short side to `resize_short` (aspect kept), then center-crop
-      `size` = (H, W). timm classification eval transform (spec §2.1).
+      `size` = (H, W). timm classification eval transform (crop_pct 0.9: 248 → 224).
     - "keep_ratio_within": scale s = min(size[0] / long side, size[1] / short side) with
-      size = (long_max, short_max), new side = int(side·s + 0.5) (mmcv rescale, spec §2.2).
+      size = (long_max, short_max), new side = int(side·s + 0.5) (mmcv `rescale_size`).
     - "exact": resize to `size` = (H, W), aspect not kept.
     Pixels are RGB; normalisation is (x − mean) / std on the 0–255 scale. After normalising, the
     image is padded bottom/right with `pad_value` to a multiple of `pad_divisor`. `resize_backend` is the

@@ -1,4 +1,4 @@
-"""The official PaCa-ViT classification variants (spec §13), by their official timm names."""
+"""The official PaCa-ViT classification variants by timm name (github.com/iVMCL/PaCaViT, `models/paca_vit.py`)."""
 
 from __future__ import annotations
 
@@ -36,5 +36,5 @@ CLASSIFICATION_VARIANTS: dict[str, PaCaConfig] = {
 
 
 def downstream_clusters(config: PaCaConfig, per_stage: int) -> tuple[int, int, int, int]:
-    """`downstream_cluster_num` (§17): every clustering stage gets `per_stage` clusters."""
+    """`downstream_cluster_num` of the official mmseg configs: every clustering stage gets `per_stage` clusters."""
     return tuple(per_stage if m > 0 else 0 for m in config.clusters)  # type: ignore[return-value]

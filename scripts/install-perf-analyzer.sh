@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install Triton's perf_analyzer on Debian 12 without installing a second tritonclient.
 #
-# Why this recipe (docs: ../shared/docs/environment.md §9.2): the current perf_analyzer wheels need
+# Why this recipe (docs/loadtest.md): the current perf_analyzer wheels need
 # glibc 2.38, bookworm has 2.36. The binary inside the tritonclient 2.47.0 wheel (manylinux1) runs here
 # with libb64 (Debian libb64-0d, unpacked, not installed) and libcudart.so.12 (pip nvidia-cuda-runtime-cu12
 # in the tools venv) on LD_LIBRARY_PATH. No GPU is needed for `-i http`.

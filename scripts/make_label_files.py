@@ -3,7 +3,7 @@
 The text files are the data the project ships; this script only documents where they came from.
 ImageNet: torchvision `_IMAGENET_CATEGORIES` (1000, index = class id). COCO-80: torchvision's 91-entry
 COCO_V1 list without `__background__` and the ten "N/A" slots, which leaves the 80 names in ascending
-category-id order — mmdet's label order (shared/docs/detector-mapping.md §8).
+category-id order — mmdet's label order (`CocoDataset` label i = the i-th sorted category id).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""mmdet anchors for torchvision's RPN (detector-mapping.md §3b.1–2): float base anchors, fixed strides."""
+"""mmdet anchors for torchvision's RPN: float base anchors, fixed strides (torchvision rounds; P6 may get 61)."""
 
 from __future__ import annotations
 

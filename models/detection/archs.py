@@ -1,4 +1,4 @@
-"""Registers the COCO Mask R-CNN archs `mask_rcnn_<backbone>` (spec §16, §21; detector-mapping.md)."""
+"""Registers the COCO Mask R-CNN archs `mask_rcnn_<backbone>` (files and mmdet setup: docs/downstream-models.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from models.variants import CLASSIFICATION_VARIANTS
 
 TEACHER_FILE_NOTE = (
     "The README's 'PaCa-Small (teacher)' COCO file is named mask_rcnn_pacavit_convmixer_tiny_100_0_..., but its "
-    "40.9 M parameters match convmixer_small (spec §22.4); if it does not load into one, try the other."
+    "40.9 M parameters match convmixer_small (20.7 M backbone + 20.2 M detector); if it does not load into one, "
+    "try the other."
 )
 
 

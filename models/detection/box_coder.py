@@ -1,4 +1,4 @@
-"""Box delta coding with mmdet's symmetric dw/dh clamp (detector-mapping.md §3b.4)."""
+"""Box delta coding with mmdet's symmetric dw/dh clamp (mmdet `DeltaXYWHBBoxCoder`; torchvision clamps one side)."""
 
 from __future__ import annotations
 

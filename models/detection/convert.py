@@ -1,4 +1,4 @@
-"""Official mmdet Mask R-CNN state_dict → our torchvision-based model (detector-mapping.md §2).
+"""Official mmdet Mask R-CNN state_dict → our torchvision-based model (key table: docs/downstream-models.md).
 
 Pure renaming except three heads whose class axis differs: mmdet puts background LAST in `fc_cls`
 (81 rows) and has no background rows in `fc_reg` (4·80) or `conv_logits` (80 channels); torchvision

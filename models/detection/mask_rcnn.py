@@ -1,13 +1,14 @@
 """Mask R-CNN on a PaCa-ViT + FPN backbone: torchvision's modules, mmdet's test-time behaviour.
 
-Every inference difference listed in detector-mapping.md §3b is fixed here or in the modules it uses:
-unrounded anchors with fixed strides (`anchors`), aligned RoIAlign with adaptive sampling on both poolers
-(`roi_align`), symmetric dw/dh clamp (`box_coder`), mmdet's small-box rules (RPN keeps w > 0 and h > 0;
-no filter on final boxes) and the mmdet mask paste (`models.postprocess.paste_masks`). Resizing and
-normalisation happen outside the model (the service's PreprocessSpec). PaCa features depend on the
-padding (§5), so a batch holds only images of one padded size (same padding, same features): every step
-after the backbone is per image (`models.detection.per_image`), so an image's detections are those it gets
-alone, padded to `detections_per_img` rows plus a count.
+Every inference difference from mmdet that torchvision's settings cannot remove is fixed here or in the
+modules it uses (docs/downstream-models.md, 'What matches mmdet'): unrounded anchors with fixed strides
+(`anchors`), aligned RoIAlign with adaptive sampling on both poolers (`roi_align`), symmetric dw/dh clamp
+(`box_coder`), mmdet's small-box rules (RPN keeps w > 0 and h > 0; no filter on final boxes) and the mmdet
+mask paste (`models.postprocess.paste_masks`). Resizing and normalisation happen outside the model (the
+service's PreprocessSpec). PaCa has no padding mask, so its features depend on the padding: a batch holds
+only images of one padded size (same padding, same features), and every step after the backbone is per
+image (`models.detection.per_image`), so an image's detections are those it gets alone, padded to
+`detections_per_img` rows plus a count.
 
 Class layout: 81 classes, torchvision style (index 0 = background, index j = label-set class j − 1).
 """
@@ -51,7 +52,7 @@ class Detections(NamedTuple):
     scores: torch.Tensor  # (K,)
     labels: torch.Tensor  # (K,) int64
 
-# mmdet test configuration of the official detectors (detector-mapping.md §1, §4).
+# mmdet test configuration of the official detectors (mmdet 3.x `mask-rcnn_r50_fpn.py` test_cfg and Resize).
 MMDET_TEST_DEFAULTS: dict[str, Any] = {
     "min_size": 800,
     "max_size": 1333,

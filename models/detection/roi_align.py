@@ -1,4 +1,4 @@
-"""mmdet's `SingleRoIExtractor` + mmcv `RoIAlign` on torchvision ops (detector-mapping.md §3b.3).
+"""mmdet's `SingleRoIExtractor` + mmcv `RoIAlign` (aligned=True by default) on torchvision ops.
 
 torchvision's `MultiScaleRoIAlign` always samples with aligned=False (half a feature cell off) and
 infers the level scales from the image size; here every level uses `roi_align(aligned=True)` with its

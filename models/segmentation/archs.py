@@ -1,4 +1,4 @@
-"""Registers the ADE20k segmentation archs (spec §16–§20): `pacahead_<backbone>` and `upernet_<backbone>`."""
+"""Registers the ADE20k segmentation archs `pacahead_<backbone>`, `upernet_<backbone>` (docs/downstream-models.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from models.preprocess_spec import ADE20K_SEGMENTATION
 from models.registry import ArchSpec, register
 from models.variants import CLASSIFICATION_VARIANTS
 
-ADE20K_CLUSTERS = 200  # `downstream_cluster_num` of every ADE20k config (§17)
+ADE20K_CLUSTERS = 200  # `downstream_cluster_num` of every official ADE20k config
 
 # Backbones the official repo pairs with the PaCa head, and the release file of each.
 PACA_HEAD_BACKBONES: dict[str, str] = {
@@ -18,7 +18,7 @@ PACA_HEAD_BACKBONES: dict[str, str] = {
     "pacavit_small_p2cmlp_100_0": "pacahead_pacavit_small_p2cmlp_100_0_512x512_160k_ade20k.pth",
     "pacavit_convmixer_small_100": "pacahead_pacavit_convmixer_small_100_0_512x512_160k_ade20k.pth",
     "pacavit_convmixer_base_100": "pacahead_pacavit_convmixer_base_100_0_512x512_160k_ade20k.pth",
-    # Ablations: PaCa-head models although their files are named `upernet_` (§16.1, §22.4).
+    # Ablations: PaCa-head models although their release files are named `upernet_`.
     **{
         f"pacavit_small_p2cconv_{m}": f"upernet_pacavit_small_p2cconv_{m}_512x512_160k_ade20k.pth"
         for m in ("2_0", "49_0", "49_100", "100_49", "100", "100_blockwise")
@@ -31,7 +31,7 @@ UPERNET_BACKBONES: dict[str, str] = {
 
 ABLATION_NOTE = (
     "Ablation backbone built with the configs' 200-cluster override; the released checkpoint may use "
-    "other cluster counts (spec §22.4) — a shape mismatch on clustering layers is reported on load."
+    "other cluster counts (its README sizes differ) — a shape mismatch on clustering layers is reported on load."
 )
 
 

@@ -1,4 +1,4 @@
-"""Cluster counts read from a checkpoint, for ADE20k ablation files trained with other counts (spec §22.4).
+"""Cluster counts read from a checkpoint, for ADE20k ablation files that may be trained with other counts.
 
 The registered archs build the configs' 200-cluster override. The README sizes of the ablation
 segmentors suggest other counts, and the row count of a checkpoint's clustering layers is the only

@@ -1,4 +1,4 @@
-"""The PaCa semantic-segmentation head (spec §18): one cluster per class, patch-to-cluster attention.
+"""The PaCa semantic-segmentation head of the paper: one cluster per class, patch-to-cluster attention.
 
 Module names and registration order follow the official `PaCaSegHead` state_dict
 (`paca_seghead_ade20k_*.keys.json`): `conv_seg` first (mmseg `BaseDecodeHead`), then `convs`, `q`,
@@ -35,9 +35,9 @@ def cluster_token_projection(in_channels: int, channels: int) -> nn.Sequential:
 class PaCaSegHead(nn.Module):
     """Decode head whose M = num_classes clusters are pooled from the fused multi-level features.
 
-    Eval forward (§18.2): project every level to `channels`, resize to the stride-4 grid, concat (X);
-    q from X; cluster logits from X with a softmax over the N patches (z); cluster tokens Z = z·X;
-    k/v = ReLU(BN(Linear(Z))); single-head attention without scaling; proj → conv_seg.
+    Eval forward, as the official `decode_heads/paca_head.py`: project every level to `channels`, resize to
+    the stride-4 grid, concat (X); q from X; cluster logits from X with a softmax over the N patches (z);
+    cluster tokens Z = z·X; k/v = ReLU(BN(Linear(Z))); single-head attention without scaling; proj → conv_seg.
     Output: class logits at the stride-4 grid (1/4 of the input), not upsampled.
     """
 

@@ -1,4 +1,4 @@
-"""UperNet decode head (mmseg 1.x `UPerHead`, spec §19): pyramid pooling on the last level + FPN fusion.
+"""UperNet decode head (mmseg 1.x `UPerHead`): pyramid pooling on the last level + FPN fusion.
 
 Registration order follows the official state_dict: `conv_seg`, `psp_modules`, `bottleneck`,
 `lateral_convs`, `fpn_convs`, `fpn_bottleneck`. The training-only auxiliary FCN head is not built;

@@ -1,7 +1,7 @@
 """ONNX Runtime backend: CPU by default; CUDA / TensorRT execution providers when installed and asked for.
 
 Options (repository `options:`): intra_op_threads (default 1), inter_op_threads (1), allow_spinning
-(default False: spinning threads made sustained CPU load fall into slow phases, environment.md §14),
+(default False: with spinning, sustained full CPU load fell into slow phases, ≈75 vs ≈48 ms per image),
 providers (list; default ["CPUExecutionProvider"]), graph_optimization ("all" | "extended" | "basic" | "disable").
 """
 

@@ -1,6 +1,6 @@
 """Deployment artefacts: Dockerfile, compose file and Kubernetes manifests, checked without Docker or a cluster.
 
-No Docker engine or cluster exists here (environment.md §10), so the files are checked by the tools of the field
+No Docker engine (only the client) or cluster exists here, so the files are checked by the tools of the field
 from the tools venv (hadolint, check-jsonschema with the compose spec, kubernetes-validate --strict), by
 rendering the kustomize overlays (a small pure-Python renderer, cross-checked against `kubectl kustomize` where
 installed) and by asserting the facts that make a deployment work: probe paths, ports, GPU limits, a grace

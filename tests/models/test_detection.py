@@ -38,7 +38,7 @@ def _manifest(manifests_dir: Path, name: str) -> dict:
 def _official_layout(manifests_dir: Path, backbone: str) -> list[tuple[str, list[int]]]:
     """The mmdet key layout of `mask_rcnn_<backbone>`: the detector manifest where one exists, otherwise
     the classification manifest minus `head.*` (prefixed `backbone.`) + Tiny's neck/heads with the FPN
-    lateral inputs set to the backbone's dims (detector-mapping.md §2)."""
+    lateral inputs set to the backbone's dims (the mmdet FPN's `in_channels`)."""
     path = manifests_dir / f"mask_rcnn_{backbone}_coco.keys.json"
     if path.exists():
         return [(e["key"], e["shape"]) for e in _manifest(manifests_dir, path.name)["keys"]]

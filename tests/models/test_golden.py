@@ -1,4 +1,4 @@
-"""Fidelity of the re-implementation against the official model's golden outputs (spec §25).
+"""Fidelity of the re-implementation against the official model's golden outputs (files in $PACA_REFERENCE_DIR).
 
 The golden weights and outputs were produced by the official code; the noise floor between two
 correct float32 implementations is below 1e-6 (meta.json `numerical_noise_reference`).

@@ -1,5 +1,5 @@
 """Preprocessing against independent references: torchvision's transforms (timm's eval pipeline) on real
-photos and generated images, and the resize sizes worked out in shared/docs/detector-mapping.md."""
+photos and generated images, and mmdet's resize sizes (mmcv `rescale_size`: new side = int(side·s + 0.5))."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def generated(height: int, width: int, seed: int = 0) -> Image.Image:
 
 
 def timm_eval_transform(mean_std: bool = True):
-    """timm's eval transform for crop_pct 0.9 at 224 (spec §2.1), built from torchvision."""
+    """timm's eval transform for crop_pct 0.9 at 224 (bicubic, short side 248), built from torchvision."""
     steps = [transforms.Resize(248, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(224)]
     if mean_std:
         steps += [transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
@@ -81,9 +81,9 @@ def test_half_pixel_crop_offset_rounds_half_to_even() -> None:
 @pytest.mark.parametrize(
     ("original_hw", "resized_hw", "input_hw"),
     [
-        ((427, 640), (800, 1199), (800, 1216)),  # detector-mapping.md §6, image 1
+        ((427, 640), (800, 1199), (800, 1216)),  # landscape, bounded by the short side 800
         ((500, 281), (1333, 749), (1344, 768)),  # portrait, bounded by the long side 1333
-        ((500, 375), (1067, 800), (1088, 800)),  # detector-mapping.md §6, image 2
+        ((500, 375), (1067, 800), (1088, 800)),  # portrait, bounded by the short side 800
         ((800, 1333), (800, 1333), (800, 1344)),  # already in place: no resize
         ((1000, 1500), (800, 1200), (800, 1216)),  # downscaling
     ],

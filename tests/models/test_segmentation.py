@@ -52,7 +52,7 @@ def test_upernet_segmentor_matches_official_manifest_without_auxiliary_head(mani
 
 
 def _final_clustering_key(key: str) -> bool:
-    """The layers whose rows are the cluster count (they get 200 rows in ADE20k backbones, spec §17)."""
+    """The layers whose rows are the cluster count (they get 200 rows in ADE20k backbones, `downstream_cluster_num`)."""
     return key.endswith(("clustering.clustering.4.weight", "clustering.clustering.2.weight",
                          "clustering.clustering.2.bias")) or ".to_clusters" in key
 
@@ -141,7 +141,7 @@ def test_segmentor_forward_gives_quarter_resolution_logits_at_non_square_size() 
 
 
 def _reference_paca_head(head: PaCaSegHead, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spec §18.2 written out with functional ops and explicit einsums from the head's state_dict."""
+    """The official PaCa head's eval forward, written with functional ops and einsums from the head's state_dict."""
     sd = {k: v.double() for k, v in head.state_dict().items() if v.is_floating_point()}
 
     def bn(x: torch.Tensor, p: str) -> torch.Tensor:  # channels on dim 1
