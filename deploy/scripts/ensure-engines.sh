@@ -5,8 +5,9 @@
 # takes minutes. Engines are therefore built on the target GPU at start (init container or image entrypoint)
 # and cached on a persistent volume under a key made of the GPU name + compute capability + TensorRT version
 # + PaCa Serve version. Each plan is built for the batch size its model is served with (max_batch_size in
-# the model repository) and named after that batch size and the sha256 of its ONNX file, so a re-exported
-# model or a new batch size gets a new engine and a restart on the same kind of node starts in seconds.
+# the model repository) and named after that batch size, the sha256 of its ONNX file and a hash of the build
+# options (PACA_BUILD_ARGS), so a re-exported model, a new batch size or new options (--precision fp16) get a
+# new engine, and a restart on the same kind of node starts in seconds.
 #
 # Replicas share the volume and all run as PID 1 in their containers: every build writes a mktemp file in
 # the cache folder and renames it (manifest first, plan last), so no replica ever sees a half-written plan
@@ -95,7 +96,8 @@ for model in "${models[@]}"; do
     batch="$(max_batch "$model")"
     opt=$((batch < 8 ? batch : 8))
     sha="$(sha256sum "$onnx" | cut -c1-16)"
-    plan="$cache_dir/$model.b$batch.$sha.plan"
+    options="$(printf '%s' "${PACA_BUILD_ARGS:-}" | sha256sum | cut -c1-8)"
+    plan="$cache_dir/$model.b$batch.$sha.o$options.plan"
     if [ -f "$plan" ] && [ -f "$plan.json" ]; then
         log "$model: cached (max batch $batch)"
     else

@@ -788,6 +788,15 @@ def test_ensure_engines_builds_once_per_gpu_key_and_batch_size_and_links(tmp_pat
     rebuilt = build_log.read_text().splitlines()[len(builds):]
     assert [Path(line.split()[0]).name for line in rebuilt] == ["demo-digits-segmenter.onnx"]
 
+    # Other build options (fp16) are a different engine: both models build again, and link to the new plans.
+    fp32_plan = (tmp_path / "engines" / "demo-digits-classifier.plan").resolve()
+    assert run_tool("bash", ENSURE_ENGINES, onnx_dir, env=env | {"PACA_BUILD_ARGS": "--precision fp16"}).returncode == 0
+    rebuilt = build_log.read_text().splitlines()[len(builds) + 1:]
+    assert sorted(Path(line.split()[0]).name for line in rebuilt) == ["demo-digits-classifier.onnx",
+                                                                     "demo-digits-segmenter.onnx"]
+    fp16_plan = (tmp_path / "engines" / "demo-digits-classifier.plan").resolve()
+    assert fp16_plan != fp32_plan and fp32_plan.exists()
+
 
 def _pid_namespace_prefix() -> list[str]:
     """Run each replica as PID 1, like an init container, where this machine allows it."""
