@@ -18,11 +18,11 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PACA_", extra="ignore")
 
     config: Path = Field(DEFAULT_REPOSITORY, description="model repository YAML")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    grpc_port: int | None = Field(8001, description="gRPC port; None or 0 disables gRPC")
-    log_level: str = "info"
-    log_json: bool = True
+    host: str = Field("127.0.0.1", description="bind address (0.0.0.0: every interface, as in containers)")
+    port: int = Field(8000, description="HTTP port: REST, KServe v2 HTTP, health, /metrics")
+    grpc_port: int | None = Field(8001, description="KServe v2 gRPC port; 0 turns gRPC off")
+    log_level: str = Field("info", description="debug, info, warning or error")
+    log_json: bool = Field(True, description="one JSON object per log line (false: plain text)")
     tracing: bool = Field(False, description="OpenTelemetry traces over OTLP/HTTP, configured by the standard "
                           "OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...)")
     preprocess_threads: int = Field(2, ge=1, description="threads that decode, preprocess and postprocess")

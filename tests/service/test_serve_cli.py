@@ -56,3 +56,18 @@ def test_help_lists_every_setting() -> None:
         flag, variable = f"--{name.replace('_', '-')}", f"PACA_{name.upper()}"
         assert flag in shown.stdout or variable in shown.stdout, name
     assert "PACA_TRACING (default False): OpenTelemetry traces" in shown.stdout
+
+
+def test_the_settings_table_in_the_api_docs_is_complete() -> None:
+    """docs/api.md's table has a row for every setting, with the setting's real default."""
+    from service.settings import ServerSettings
+
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip(" `")
+            for line in (REPO_ROOT / "docs" / "api.md").read_text().splitlines() if line.startswith("| `PACA_")}
+    for name, field in ServerSettings.model_fields.items():
+        variable = f"PACA_{name.upper()}"
+        assert variable in rows, f"docs/api.md has no row for {variable}"
+        default = field.get_default(call_default_factory=True)
+        if name != "config":
+            shown = ",".join(default) or "none" if isinstance(default, list) else str(default).lower()
+            assert rows[variable].lower() == shown, (variable, rows[variable], shown)
