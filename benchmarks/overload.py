@@ -6,7 +6,10 @@ fixed schedule and never wait for answers, spread over `--clients` processes so 
 up. Meanwhile another process polls /v2/health/ready and /metrics every 50 ms, and the server's RSS is
 sampled. Reported: status counts, latency percentiles of 200s, how fast 503s
 arrive, 504s and the worst latency against the queue deadline, health/metrics latency, RSS, readiness
-afterwards. Loopback only.
+afterwards, and whether the client kept up: `achieved_send_per_s` (requests that really started, per second
+of the window they took) against `offered_per_s`, and `send_lag_ms` (how late each one started against its
+schedule). All load goes through aiohttp (loadtest/http_load.py): an httpx client cost ~25× more CPU per
+request and could not offer 4× capacity on a 2-core machine. Loopback only.
 
     .venv/bin/python benchmarks/overload.py --json overload.json            # full run (~3 min)
     .venv/bin/python benchmarks/overload.py --seconds 5 --capacity-seconds 2  # smoke
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import queue
 import sys
 import tempfile
 import time
@@ -25,14 +29,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from loadtest import http_load  # noqa: E402
 from tests.support.server import ServerProcess, exit_cleanly_on_sigterm, running_server  # noqa: E402
 
 DEMO = REPO_ROOT / "artifacts" / "demo"
+PNG = {"Content-Type": "image/png"}
+MAX_CONNECTIONS = 2000  # per load process: answers can be slow (queue deadline) while arrivals keep coming
 ENDPOINTS = {
     "classify": ("demo-digits-classifier", "classify", "digit_07_label7.png"),
     "detect": ("demo-digits-detector", "detect", "scene_00.png"),
@@ -55,6 +63,7 @@ class Phase:
     rss_mib: list[float] = field(default_factory=list)
     retry_after: Counter = field(default_factory=Counter)
     achieved_per_s: float = 0.0
+    lag_ms: list[float] = field(default_factory=list)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -76,53 +85,62 @@ async def capacity(url: str, path: str, image: bytes, seconds: float, concurrenc
     done = 0
     stop_at = time.monotonic() + seconds
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal done
         while time.monotonic() < stop_at:
-            response = await client.post(path, content=image, headers={"content-type": "image/png"})
-            done += response.status_code == 200
+            async with session.post(http_load.path(path), data=image, headers=PNG) as response:
+                await response.read()
+                done += response.status == 200
 
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    async with http_load.load_session(url, concurrency, 120) as session:
         started = time.monotonic()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         return done / (time.monotonic() - started)
 
 
 def _send_open_loop(url: str, path: str, image: bytes, rate: float, seconds: float, start_at: float,
                     results: multiprocessing.Queue) -> None:
-    """One load process: requests at `rate`/s from `start_at` (time.time) for `seconds`, answers not awaited."""
+    """One load process: requests at `rate`/s from `start_at` (time.time) for `seconds`, answers not awaited.
+    A request's lag is how late it really started (its coroutine ran) against its schedule; the send window
+    ends when the last one started, so a client that falls behind shows a lower achieved rate, not the rate it
+    merely scheduled."""
 
     async def go() -> dict[str, object]:
         record: dict[str, object] = {"sent": 0, "statuses": Counter(), "errors": Counter(), "ok": [], "rejected": [],
-                                     "timeout": [], "retry_after": Counter()}
-        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=100)
-        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+                                     "timeout": [], "retry_after": Counter(), "lag": []}
+        async with http_load.load_session(url, MAX_CONNECTIONS, 120) as session:
+            last_start = 0.0
 
-            async def one() -> None:
+            async def one(scheduled: float) -> None:
+                nonlocal last_start
                 started = time.perf_counter()
+                last_start = time.monotonic()
+                record["lag"].append((last_start - scheduled) * 1000)
                 try:
-                    response = await client.post(path, content=image, headers={"content-type": "image/png"})
-                except httpx.HTTPError as exc:
-                    record["errors"][type(exc).__name__] += 1
+                    async with session.post(http_load.path(path), data=image, headers=PNG) as response:
+                        await response.read()
+                except http_load.TRANSPORT_ERRORS as exc:
+                    record["errors"][http_load.failure_status(exc)] += 1
                     return
                 elapsed = (time.perf_counter() - started) * 1000
-                record["statuses"][response.status_code] += 1
-                bucket = {200: "ok", 503: "rejected", 504: "timeout"}.get(response.status_code)
+                record["statuses"][response.status] += 1
+                bucket = {200: "ok", 503: "rejected", 504: "timeout"}.get(response.status)
                 if bucket:
                     record[bucket].append(elapsed)
-                if response.status_code == 503:
-                    record["retry_after"][response.headers.get("retry-after", "none")] += 1
+                if response.status == 503:
+                    record["retry_after"][response.headers.get("Retry-After", "none")] += 1
 
             await asyncio.sleep(max(0.0, start_at - time.time()))
             tasks, interval, started = [], 1.0 / rate, time.monotonic()
             next_at = started
             while next_at < started + seconds:
-                tasks.append(asyncio.create_task(one()))
+                tasks.append(asyncio.create_task(one(next_at)))
                 record["sent"] += 1
                 next_at += interval
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            record["send_seconds"] = time.monotonic() - started
+            window_end = time.monotonic()
             await asyncio.gather(*tasks)
+            record["send_seconds"] = max(window_end, last_start) - started
         return record
 
     results.put(asyncio.run(go()))
@@ -130,17 +148,22 @@ def _send_open_loop(url: str, path: str, image: bytes, rate: float, seconds: flo
 
 def _poll(url: str, seconds: float, start_at: float, results: multiprocessing.Queue) -> None:
     """Health and metrics latency, every 50 ms, from a process of its own."""
-    latencies: dict[str, list[float]] = {"/v2/health/ready": [], "/metrics": []}
-    time.sleep(max(0.0, start_at - time.time()))
-    with httpx.Client(base_url=url, timeout=10) as client:
-        stop_at = time.monotonic() + seconds
-        while time.monotonic() < stop_at:
-            for target, sink in latencies.items():
-                started = time.perf_counter()
-                client.get(target)
-                sink.append((time.perf_counter() - started) * 1000)
-            time.sleep(0.05)
-    results.put(latencies)
+
+    async def go() -> dict[str, list[float]]:
+        latencies: dict[str, list[float]] = {"/v2/health/ready": [], "/metrics": []}
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        async with http_load.load_session(url, 1, 10) as session:
+            stop_at = time.monotonic() + seconds
+            while time.monotonic() < stop_at:
+                for target, sink in latencies.items():
+                    started = time.perf_counter()
+                    async with session.get(http_load.path(target)) as response:
+                        await response.read()
+                    sink.append((time.perf_counter() - started) * 1000)
+                await asyncio.sleep(0.05)
+        return latencies
+
+    results.put(asyncio.run(go()))
 
 
 async def open_loop(server: ServerProcess, phase: Phase, path: str, image: bytes, seconds: float,
@@ -158,6 +181,12 @@ async def open_loop(server: ServerProcess, phase: Phase, path: str, image: bytes
         phase.rss_mib.append(rss_mib(server.process.pid))
         while not results.empty():
             collected.append(results.get())
+        if len(collected) < clients + 1 and not any(p.is_alive() for p in (*senders, poller)):
+            try:  # every process ended: what they sent is in the queue, or one of them failed
+                while len(collected) < clients + 1:
+                    collected.append(results.get(timeout=5))
+            except queue.Empty:
+                raise RuntimeError("a load or polling process ended without results (its traceback is above)") from None
         await asyncio.sleep(1.0)
     for process in (*senders, poller):
         process.join()
@@ -173,6 +202,7 @@ async def open_loop(server: ServerProcess, phase: Phase, path: str, image: bytes
         phase.timeout_ms += record["timeout"]
         phase.retry_after.update(record["retry_after"])
         phase.achieved_per_s += record["sent"] / record["send_seconds"]
+        phase.lag_ms += record["lag"]
 
 
 def summary(phase: Phase) -> dict[str, object]:
@@ -185,6 +215,7 @@ def summary(phase: Phase) -> dict[str, object]:
         "statuses": {str(k): v for k, v in sorted(phase.statuses.items())}, "errors": dict(phase.errors),
         "ok_ms": pct(phase.ok_ms), "rejected_503_ms": pct(phase.rejected_ms), "timeout_504_ms": pct(phase.timeout_ms),
         "max_ok_ms": round(max(phase.ok_ms), 1) if phase.ok_ms else None,
+        "send_lag_ms": pct(phase.lag_ms),
         "retry_after": dict(phase.retry_after), "health_ms": pct(phase.health_ms), "metrics_ms": pct(phase.metrics_ms),
         "rss_mib": {"start": round(phase.rss_mib[0]), "peak": round(max(phase.rss_mib)),
                     "end": round(phase.rss_mib[-1])} if phase.rss_mib else None,

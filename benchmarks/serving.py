@@ -10,10 +10,11 @@ cores — for PaCa-Tiny), ORT spinning off, max batch 8 and a 2 ms batch delay:
 Two models: the demo digit classifier (32×32, well under 1 ms per image: serving overhead dominates, the
 regime of a GPU) and PaCa-Tiny at 224² (random weights; tens of ms per image). The v2 servers are driven by
 perf_analyzer over HTTP and gRPC (binary tensors) for the tiny model; every server by one Python client
-(closed loop, httpx) for both models. The REST image path is measured at c=1 with a real PNG: its
-latency minus the phases the server reports in `Server-Timing` (decode, preprocess, queue, inference,
-postprocess) is the request line's own overhead. Every (system, leg, concurrency) runs in each round in
-a rotated order, so a slow phase of a shared machine hits all alike; figures are merged over rounds.
+(closed loop, aiohttp — a fraction of httpx's CPU per request — with bodies encoded once) for both models.
+The REST image path is measured at c=1 with a real PNG: its latency minus the phases the server reports in
+`Server-Timing` (decode, preprocess, queue, inference, postprocess) is the request line's own overhead.
+Every (system, leg, concurrency) runs in each round in a rotated order, so a slow phase of a shared machine
+hits all alike; figures are merged over rounds.
 
 Writes serving.json (every row), serving.md (the tables and the goals) and serving.png (throughput and p99
 vs concurrency). Loopback only.
@@ -34,12 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 import numpy as np
 import onnxruntime as ort
 import yaml
@@ -47,6 +48,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from loadtest import http_load  # noqa: E402
+from loadtest.workload import multipart_upload  # noqa: E402
 from tests.support.server import PERF_ANALYZER, exit_cleanly_on_sigterm, free_port, running_process  # noqa: E402
 
 CACHE = REPO_ROOT / "artifacts" / "bench"
@@ -134,13 +137,12 @@ def measure_raw(session: ort.InferenceSession, model: str, batch: int, seconds: 
     return row
 
 
-Sender = Callable[[httpx.AsyncClient], object]
+Sender = Callable[[aiohttp.ClientSession], Awaitable[float | None]]  # returns the REST overhead, if it has one
 
 
 async def closed_loop(send: Sender, row: Row, seconds: float) -> Row:
     """`row.concurrency` clients, each sending its next request as soon as the previous one was answered."""
-    limits = httpx.Limits(max_connections=row.concurrency, max_keepalive_connections=row.concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+    async with http_load.load_session(None, row.concurrency, 120) as client:
         for _ in range(2):
             await send(client)  # warm the connection and the model
         deadline = time.perf_counter() + seconds
@@ -165,10 +167,18 @@ def v2_sender(url: str, model: str, tensor: np.ndarray, input_name: str, output_
     header = json.dumps({"inputs": [{"name": input_name, "datatype": "FP32", "shape": list(tensor.shape),
                                      "parameters": {"binary_data_size": len(raw)}}],
                          "outputs": [{"name": output_name, "parameters": {"binary_data": True}}]}).encode()
-    body, headers = header + raw, {"Inference-Header-Content-Length": str(len(header))}
+    body = header + raw
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+    return _posting(f"{url}/v2/models/{model}/infer", body, headers)
 
-    async def send(client: httpx.AsyncClient) -> None:
-        (await client.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers)).raise_for_status()
+
+def _posting(url: str, body: bytes, headers: dict[str, str]) -> Sender:
+    """POST `body` to `url`, read the whole answer, raise on a non-2xx status (a benchmark must not count it)."""
+
+    async def send(client: aiohttp.ClientSession) -> None:
+        async with client.post(url, data=body, headers=headers) as response:
+            await response.read()
+            response.raise_for_status()
 
     return send
 
@@ -178,12 +188,13 @@ def rest_sender(url: str, model: str, image: bytes) -> Sender:
     total minus decode, preprocess, queue, inference and postprocess (HTTP, routing, admission, hand-offs,
     encoding). The client's own time is not in it (a Python client on this machine adds milliseconds)."""
     phases = ("decode", "preprocess", "queue", "inference", "postprocess")
+    target, headers = f"{url}/v1/models/{model}/classify", {"Content-Type": "image/png"}
 
-    async def send(client: httpx.AsyncClient) -> float:
-        response = await client.post(f"{url}/v1/models/{model}/classify", content=image,
-                                     headers={"content-type": "image/png"})
-        response.raise_for_status()
-        timing = dict(part.strip().split(";dur=") for part in response.headers["server-timing"].split(","))
+    async def send(client: aiohttp.ClientSession) -> float:
+        async with client.post(target, data=image, headers=headers) as response:
+            await response.read()
+            response.raise_for_status()
+        timing = dict(part.strip().split(";dur=") for part in response.headers["Server-Timing"].split(","))
         return float(timing["total"]) - sum(float(timing[p]) for p in phases if p in timing)
 
     return send
@@ -191,20 +202,12 @@ def rest_sender(url: str, model: str, image: bytes) -> Sender:
 
 def naive_sender(url: str, tensor: np.ndarray) -> Sender:
     raw = tensor.astype("<f4").tobytes()
-
-    async def send(client: httpx.AsyncClient) -> None:
-        (await client.post(f"{url}/infer", content=raw)).raise_for_status()
-
-    return send
+    return _posting(f"{url}/infer", raw, {"Content-Type": "application/octet-stream"})
 
 
 def litserve_sender(url: str, tensor: np.ndarray) -> Sender:
-    raw = tensor.astype("<f4").tobytes()
-
-    async def send(client: httpx.AsyncClient) -> None:
-        (await client.post(f"{url}/predict", files={"tensor": ("t.bin", raw)})).raise_for_status()
-
-    return send
+    body, content_type = multipart_upload("tensor", "t.bin", tensor.astype("<f4").tobytes(), "application/octet-stream")
+    return _posting(f"{url}/predict", body, {"Content-Type": content_type})
 
 
 def perf_analyzer(row: Row, url: str, model: str, protocol: str, requests: int, workdir: Path) -> Row:

@@ -1,6 +1,6 @@
 """`paca loadtest` (sweeps with plots and SLO gates) and `paca bench ...` (benchmark scripts of the checkout).
 
-Nothing heavy at import: httpx, numpy and matplotlib load inside the commands.
+Nothing heavy at import: httpx, aiohttp, numpy and matplotlib load inside the commands.
 """
 
 from __future__ import annotations

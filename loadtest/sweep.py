@@ -2,7 +2,9 @@
 
 Steps run one after the other against the same server; the client's figures come from its samples
 (loadtest.report), the server's from the difference of the two scrapes (loadtest.server_metrics), and the
-queue depth from polling the pending-request gauge while the step runs.
+queue depth from polling the pending-request gauge while the step runs. All HTTP here goes through aiohttp
+(loadtest.http_load): the load with a pool sized per step, the scrapes with a small session of their own, so a
+scrape never waits behind the load for a pooled connection.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import aiohttp
 
-from loadtest import plots, report
+from loadtest import http_load, plots, report
 from loadtest.driver import Sample, Send, arrival_times, closed_loop, grpc_sender, http_sender, open_loop
 from loadtest.server_metrics import parse_metrics, pending, step_server_figures, summarise_pending
 from loadtest.slo import SLO, SLOResult, evaluate
@@ -78,14 +80,12 @@ class Generator:
     @contextlib.asynccontextmanager
     async def sender(self, mode: str, level: float) -> AsyncIterator[Send]:
         """A send function with connections for the step's load; warm-up and step share them."""
+        if self.workload.endpoint == "grpc":
+            yield grpc_sender(self.stub, self.settings.timeout_s)
+            return
         connections = int(level) if mode == "concurrency" else self.settings.max_in_flight
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        async with httpx.AsyncClient(base_url=self.settings.url, timeout=self.settings.timeout_s,
-                                     limits=limits) as client:
-            if self.workload.endpoint == "grpc":
-                yield grpc_sender(self.stub, self.settings.timeout_s)
-            else:
-                yield http_sender(client, self.workload.endpoint)
+        async with http_load.load_session(self.settings.url, connections, self.settings.timeout_s) as session:
+            yield http_sender(session, self.workload.endpoint)
 
     async def run(self, send: Send, mode: str, level: float, duration_s: float, seed: int) -> list[Sample]:
         requests = self.workload.requests
@@ -95,17 +95,24 @@ class Generator:
         return await open_loop(send, requests, schedule, self.settings.max_in_flight)
 
 
-async def _scrape(client: httpx.AsyncClient):
-    response = await client.get("/metrics")
-    response.raise_for_status()
-    return parse_metrics(response.text)
+SCRAPE_ERRORS = (*http_load.TRANSPORT_ERRORS, ValueError)  # no answer, an HTTP error status, or unparsable
 
 
-async def _poll_pending(client: httpx.AsyncClient, model: str, interval_s: float, stop: asyncio.Event,
+async def _scrape(session: aiohttp.ClientSession):
+    async with session.get(http_load.path("/metrics"), raise_for_status=True) as response:
+        text = await response.text()
+    return parse_metrics(text)
+
+
+def _scrape_failure(exc: BaseException) -> str:
+    return str(exc) or http_load.failure_status(exc)  # a timeout has no message
+
+
+async def _poll_pending(session: aiohttp.ClientSession, model: str, interval_s: float, stop: asyncio.Event,
                         readings: list[float]) -> None:
     while not stop.is_set():
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            readings.append(pending(await _scrape(client), model))
+        with contextlib.suppress(*SCRAPE_ERRORS):
+            readings.append(pending(await _scrape(session), model))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
 
@@ -115,7 +122,7 @@ async def run_sweep(settings: SweepSettings, workload: Workload) -> tuple[list[S
     notes: list[str] = []
     api = API_LABEL.get(workload.endpoint, f"v1/{workload.endpoint}")
     run_started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=settings.url, timeout=10) as metrics_client, \
+    async with http_load.load_session(settings.url, 2, 10) as metrics_client, \
             Generator(settings, workload) as generator:
         for index, level in enumerate(settings.levels):
             async with generator.sender(settings.mode, level) as send:
@@ -125,15 +132,16 @@ async def run_sweep(settings: SweepSettings, workload: Workload) -> tuple[list[S
 
 
 async def _step(settings: SweepSettings, workload: Workload, generator: Generator, send: Send,
-                metrics_client: httpx.AsyncClient, index: int, level: float, run_started: float, api: str,
+                metrics_client: aiohttp.ClientSession, index: int, level: float, run_started: float, api: str,
                 notes: list[str]) -> StepOutcome:
     if settings.warmup_s > 0:
         await generator.run(send, settings.mode, level, settings.warmup_s, settings.seed + 1000 + index)
     try:
         before = await _scrape(metrics_client)
-    except (httpx.HTTPError, ValueError) as exc:
+    except SCRAPE_ERRORS as exc:
         before = None
-        notes.append(f"{report.step_label(settings.mode, level)}: no server figures (/metrics: {exc})")
+        notes.append(f"{report.step_label(settings.mode, level)}: no server figures (/metrics: "
+                     f"{_scrape_failure(exc)})")
     readings: list[float] = []
     stop = asyncio.Event()
     poller = asyncio.create_task(_poll_pending(metrics_client, workload.model, settings.metrics_interval_s, stop,
@@ -151,8 +159,8 @@ async def _step(settings: SweepSettings, workload: Workload, generator: Generato
         try:
             after = await _scrape(metrics_client)
             figures["server"] = step_server_figures(before, after, workload.model, api) | summarise_pending(readings)
-        except (httpx.HTTPError, ValueError) as exc:
-            notes.append(f"{figures['label']}: no server figures (/metrics: {exc})")
+        except SCRAPE_ERRORS as exc:
+            notes.append(f"{figures['label']}: no server figures (/metrics: {_scrape_failure(exc)})")
     notes += _step_notes(figures)
     return StepOutcome(figures, samples)
 

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from loadtest import driver, server_metrics, slo
+from loadtest import driver, http_load, server_metrics, slo
 from loadtest.sweep import OUTPUT_FILES
 from service.cli import app
 from tests.loadtest.conftest import CLASSIFIER
@@ -260,9 +260,8 @@ def test_open_loop_arrivals_do_not_wait_for_answers(slow_server: str) -> None:
     requests = [HttpRequest("/v1/models/m/classify", b"x", {"Content-Type": "image/png"}, "x.png")]
 
     async def run(mode: str) -> list[driver.Sample]:
-        async with httpx.AsyncClient(base_url=slow_server, timeout=10,
-                                     limits=httpx.Limits(max_connections=64)) as client:
-            send = driver.http_sender(client, "classify")
+        async with http_load.load_session(slow_server, 64, 10) as session:
+            send = driver.http_sender(session, "classify")
             if mode == "closed":
                 return await driver.closed_loop(send, requests, 1, 1.5)
             return await driver.open_loop(send, requests, driver.arrival_times(20, 1.5, "uniform", 0), 64)
@@ -283,9 +282,9 @@ def test_open_loop_counts_arrivals_over_the_in_flight_cap_as_dropped(slow_server
     requests = [HttpRequest("/x", b"x", {}, "x.png")]
 
     async def run() -> list[driver.Sample]:
-        async with httpx.AsyncClient(base_url=slow_server, timeout=10) as client:
+        async with http_load.load_session(slow_server, 100, 10) as session:
             schedule = driver.arrival_times(40, 0.5, "uniform", 0)  # 20 arrivals while each answer takes 0.3 s
-            return await driver.open_loop(driver.http_sender(client, "classify"), requests, schedule, 2)
+            return await driver.open_loop(driver.http_sender(session, "classify"), requests, schedule, 2)
 
     samples = asyncio.run(run())
     dropped = [s for s in samples if s.status == "client-dropped"]
