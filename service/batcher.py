@@ -8,7 +8,9 @@ Semantics (documented in docs/api.md, after Triton's dynamic batcher and queue p
   lone request never waits for company, and under load batches still fill. `policy: "delay"` keeps
   Triton's behaviour (always wait up to the delay).
 - A batch is formed only when an instance is free, so under load batches grow instead of queueing
-  small ones; each instance is one worker thread with its own session.
+  small ones; each instance is one worker thread with its own session. When a worker finishes a batch and
+  the next one is ready by the rules above, the worker takes it at once, without a round trip through the
+  event loop: under overload the loop is busy refusing requests, and inference must not wait for it.
 - Only requests whose inputs have identical shapes/dtypes (after the batch dimension) and that ask for
   the same outputs share a batch. Variable-size models (segmentation, detection) therefore batch images
   that preprocess to the same size; the others run in their own batches — never padded, since PaCa's
@@ -27,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -126,6 +129,7 @@ class DynamicBatcher:
             for i, backend in enumerate(backends)
         ]
         self._queue: deque[QueuedRequest] = deque()
+        self._lock = threading.Lock()  # the queue and request states: the loop and the workers both take batches
         self._arrival: asyncio.Event | None = None
         self._free: asyncio.Queue[_Instance] | None = None
         self._scheduler: asyncio.Task | None = None
@@ -156,10 +160,12 @@ class DynamicBatcher:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler
-        for request in self._queue:
+        with self._lock:
+            left = list(self._queue)
+            self._queue.clear()
+        for request in left:
             if not request.future.done():
                 request.future.set_exception(NotReady("server is shutting down"))
-        self._queue.clear()
         for instance in self._instances:
             instance.executor.shutdown(wait=True)
             instance.backend.close()
@@ -231,7 +237,8 @@ class DynamicBatcher:
         )
         if deadline is not None:  # a timer, not a task per request: expires the request if still queued then
             request.expiry = loop.call_later(max(deadline - time.monotonic(), 0.0), self._expire, request)
-        self._queue.append(request)
+        with self._lock:
+            self._queue.append(request)
         self.stats.pending = len(self._queue)
         assert self._arrival is not None
         self._arrival.set()
@@ -280,18 +287,21 @@ class DynamicBatcher:
 
     def _expire(self, request: QueuedRequest) -> None:
         """The request's deadline passed: answer 504 if it is still waiting (once running, it finishes)."""
-        if request.state == "queued" and not request.future.done():
-            self._forget(request, "expired")
+        if self._forget(request, "expired") and not request.future.done():
             request.future.set_exception(QueueTimeout(
                 f"model {self.model_name!r}: request waited longer than its queue deadline "
                 f"({self.config.queue_timeout_ms:g} ms or the request's timeout)"))
 
-    def _forget(self, request: QueuedRequest, state: str) -> None:
-        if request.state == "queued":
+    def _forget(self, request: QueuedRequest, state: str) -> bool:
+        """Take a still-queued request out of the queue; False if a batch already took it."""
+        with self._lock:
+            if request.state != "queued":
+                return False
             request.state = state
             with contextlib.suppress(ValueError):
                 self._queue.remove(request)
-            self.stats.pending = len(self._queue)
+        self.stats.pending = len(self._queue)
+        return True
 
     # ---------------------------------------------------------------------------------------- schedule
     async def _schedule(self) -> None:
@@ -319,19 +329,31 @@ class DynamicBatcher:
                 self._arrival.clear()
                 await self._arrival.wait()
                 continue
-            batch, samples = self._collect()
+            batch = self._take_ready_batch()
+            if batch:
+                return batch
+            if not self._queue:  # (a worker took what there was)
+                continue
             close_at = self._queue[0].enqueued_ns + delay_ns
-            now = time.monotonic_ns()
-            nothing_on_its_way = self.config.policy == "adaptive" and self._reserved == 0
-            if samples >= self.max_batch_size or now >= close_at or self._draining or nothing_on_its_way:
-                break
             self._arrival.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrival.wait(), (close_at - now) / 1e9)
-        for request in batch:
-            self._queue.remove(request)
-            request.state = "running"
-        self.stats.pending = len(self._queue)
+                await asyncio.wait_for(self._arrival.wait(), max(close_at - time.monotonic_ns(), 0) / 1e9)
+
+    def _take_ready_batch(self) -> list[QueuedRequest]:
+        """The next batch if the rules say it closes now (full, waited long enough, draining, or nothing else
+        on its way); taken out of the queue. Empty when it should wait. Any thread."""
+        with self._lock:
+            if not self._queue:
+                return []
+            batch, samples = self._collect()
+            ready = (samples >= self.max_batch_size or self._draining
+                     or time.monotonic_ns() >= self._queue[0].enqueued_ns + int(self.config.max_queue_delay_ms * 1e6)
+                     or (self.config.policy == "adaptive" and self._reserved == 0))
+            if not ready:
+                return []
+            for request in batch:
+                self._queue.remove(request)
+                request.state = "running"
         return batch
 
     def _collect(self) -> tuple[list[QueuedRequest], int]:
@@ -349,41 +371,65 @@ class DynamicBatcher:
         return batch, samples
 
     async def _execute(self, instance: _Instance, batch: list[QueuedRequest]) -> None:
+        """Run `batch` and whatever batches become ready while it runs on the instance's worker thread; the
+        answers come back to the loop batch by batch (`_deliver`)."""
         assert self._free is not None
         loop = asyncio.get_running_loop()
-        started = time.monotonic_ns()
-        started_wall = time.time_ns()
+        try:
+            await loop.run_in_executor(instance.executor, self._work, loop, instance, batch)
+        finally:
+            self.stats.pending = len(self._queue)
+            self._free.put_nowait(instance)
+
+    def _work(self, loop: asyncio.AbstractEventLoop, instance: _Instance, batch: list[QueuedRequest]) -> None:
+        """Worker thread: run batches back to back while the queue has a ready one."""
+        while batch:
+            started, started_wall = time.monotonic_ns(), time.time_ns()
+            try:
+                outcome: object = self._run(instance, batch)
+            except Exception as exc:  # delivered as the batch's failure; the next batch still runs
+                outcome = exc
+            loop.call_soon_threadsafe(self._deliver, batch, outcome, started, started_wall)
+            try:
+                batch = self._take_ready_batch()
+            except Exception:
+                log.exception("model %s: batch formation failed", self.model_name)
+                return
+
+    def _run(self, instance: _Instance, batch: list[QueuedRequest]
+             ) -> tuple[list[dict[str, np.ndarray]], tuple[int, int, int]]:
+        traced = [request.timings.trace for request in batch if request.timings and request.timings.trace]
+        if traced:
+            attributes = {"paca.model": self.model_name, "paca.batch.requests": len(batch),
+                          "paca.batch.samples": sum(request.batch_size for request in batch)}
+            return tracing.run_in_batch_span(traced, attributes, _run_batch, instance.backend, batch)
+        return _run_batch(instance.backend, batch)
+
+    def _deliver(self, batch: list[QueuedRequest], outcome: object, started: int, started_wall: int) -> None:
+        """On the loop: statistics, timings and the answers (or the failure) of one finished batch."""
+        self.stats.pending = len(self._queue)
         for request in batch:
             self.stats.record_queue(started - request.enqueued_ns)
             if self._on_queued is not None:
                 self._on_queued((started - request.enqueued_ns) / 1e9)
-        try:
-            traced = [request.timings.trace for request in batch if request.timings and request.timings.trace]
-            if traced:
-                attributes = {"paca.model": self.model_name, "paca.batch.requests": len(batch),
-                              "paca.batch.samples": sum(request.batch_size for request in batch)}
-                outputs, timings = await loop.run_in_executor(instance.executor, tracing.run_in_batch_span, traced,
-                                                              attributes, _run_batch, instance.backend, batch)
-            else:
-                outputs, timings = await loop.run_in_executor(instance.executor, _run_batch, instance.backend, batch)
-        except ServiceError as exc:
-            self._fail(batch, exc)
-        except Exception as exc:
-            log.exception("model %s: backend failed on a batch of %d", self.model_name, len(batch))
-            self._fail(batch, BackendFailure(f"model {self.model_name!r}: inference failed: {exc}"))
-        else:
-            samples = sum(request.batch_size for request in batch)
-            self.stats.record_execution(samples, len(batch), *timings)
-            if self._on_batch is not None:
-                self._on_batch(samples)
-            for request, result in zip(batch, outputs, strict=True):
-                if request.timings is not None:
-                    request.timings.record("queue", request.enqueued_wall_ns, started_wall)
-                    request.timings.record("inference", started_wall, started_wall + sum(timings))
-                if not request.future.done():
-                    request.future.set_result(result)
-        finally:
-            self._free.put_nowait(instance)
+        if isinstance(outcome, ServiceError):
+            self._fail(batch, outcome)
+            return
+        if isinstance(outcome, Exception):
+            log.error("model %s: backend failed on a batch of %d", self.model_name, len(batch), exc_info=outcome)
+            self._fail(batch, BackendFailure(f"model {self.model_name!r}: inference failed: {outcome}"))
+            return
+        outputs, timings = outcome  # type: ignore[misc]
+        samples = sum(request.batch_size for request in batch)
+        self.stats.record_execution(samples, len(batch), *timings)
+        if self._on_batch is not None:
+            self._on_batch(samples)
+        for request, result in zip(batch, outputs, strict=True):
+            if request.timings is not None:
+                request.timings.record("queue", request.enqueued_wall_ns, started_wall)
+                request.timings.record("inference", started_wall, started_wall + sum(timings))
+            if not request.future.done():
+                request.future.set_result(result)
 
     @staticmethod
     def _fail(batch: list[QueuedRequest], error: Exception) -> None:

@@ -274,3 +274,41 @@ def test_instances_run_batches_in_parallel() -> None:
         return other
 
     assert run(scenario())["double"].item() == 8.0
+
+
+def test_a_worker_runs_ready_batches_back_to_back_while_the_loop_is_busy() -> None:
+    """Under overload the event loop is busy refusing requests; inference must not wait for it. Three full
+    batches are queued behind a held one; while the loop is blocked (time.sleep on it), the worker runs all
+    of them, and the answers arrive once the loop is free again, each equal to the unbatched result."""
+    backend = FakeBackend()
+    ran_at: list[float] = []
+    original = backend.infer
+    entered = threading.Event()
+
+    def timed(inputs, output_names):
+        entered.set()
+        outputs = original(inputs, output_names)
+        ran_at.append(time.monotonic())
+        return outputs
+
+    backend.infer = timed
+
+    async def scenario():
+        batcher = make_batcher(backend, max_batch_size=4, delay_ms=1000, queue=32)
+        batcher.start()
+        backend.released.clear()
+        tasks = [asyncio.create_task(batcher.submit(sample(float(v)), ["double"])) for v in range(16)]
+        while batcher.pending > 12 or not entered.is_set():  # one batch of 4 held in the backend, 3 queued
+            await asyncio.sleep(0.005)
+        blocked_from = time.monotonic()
+        backend.released.set()
+        time.sleep(0.5)  # the loop is busy: no callback, no scheduling
+        blocked_until = time.monotonic()
+        results = await asyncio.gather(*tasks)
+        await batcher.stop()
+        return results, blocked_from, blocked_until
+
+    results, blocked_from, blocked_until = run(scenario())
+    assert backend.batches == [4, 4, 4, 4]
+    assert all(blocked_from <= moment <= blocked_until for moment in ran_at)
+    assert [r["double"].tolist() for r in results] == [[4.0 * v] for v in range(16)]
