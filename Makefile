@@ -54,7 +54,6 @@ test: $(STAMP) $(TOOLS_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
 
 loadtest: $(STAMP) $(TOOLS_STAMP)
 	$(TOOLS_VENV)/bin/python loadtest/run.py --host http://$(HOST):$(PORT) --users 4 --duration 30
