@@ -136,13 +136,15 @@ def ensure_demo_artifacts() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare instead of writing; exit 1 on drift")
+    parser.add_argument("documents", nargs="*", type=Path, default=list(DOCUMENTS),
+                        help="Markdown files with examples (default: README.md and docs/api.md)")
     args = parser.parse_args(argv)
     if shutil.which("curl") is None:
         raise SystemExit("curl is needed: the examples are curl commands")
     ensure_demo_artifacts()
     drift: list[str] = []
     with tempfile.TemporaryDirectory() as folder, running_server(Path(folder), DEFAULT_REPOSITORY) as server:
-        for document in DOCUMENTS:
+        for document in args.documents:
             text = document.read_text()
             found = list(examples(document))
             for example in reversed(found):  # from the end, so earlier spans stay valid
@@ -153,14 +155,13 @@ def main(argv: list[str] | None = None) -> int:
                     except ValueError:
                         documented = None
                     for problem in differences(documented, observed) if documented is not None else ["not JSON"]:
-                        drift.append(f"{document.relative_to(REPO_ROOT)}: {example.command.splitlines()[0]}: "
-                                     f"{problem}")
+                        drift.append(f"{document.name}: {example.command.splitlines()[0]}: {problem}")
                 else:
                     start, end = example.span
                     text = text[:start] + render(observed) + text[end:]
             if not args.check:
                 document.write_text(text)
-                print(f"{document.relative_to(REPO_ROOT)}: {len(found)} examples written")
+                print(f"{document.name}: {len(found)} examples written")
     for line in drift:
         print(line, file=sys.stderr)
     if drift:
