@@ -93,7 +93,7 @@ class PaCaMaskRCNN(MaskRCNN):
     """
 
     def __init__(self, backbone: PaCaFPNBackbone, num_classes: int, anchor_sizes=ANCHOR_SIZES,
-                 **kwargs: Any) -> None:
+                 class_agnostic_nms: bool = False, **kwargs: Any) -> None:
         anchor_generator = FixedStrideAnchorGenerator(anchor_sizes, ASPECT_RATIOS, FPN_STRIDES)
         levels = ["0", "1", "2", "3"]
         super().__init__(
@@ -109,6 +109,9 @@ class PaCaMaskRCNN(MaskRCNN):
         self.rpn.box_coder = SymmetricClampBoxCoder((1.0, 1.0, 1.0, 1.0))
         self.roi_heads.box_coder = SymmetricClampBoxCoder(tuple(self.roi_heads.box_coder.weights))
         self.num_labels = num_classes  # classes of the label set (no background)
+        # mmdet's default (False) suppresses overlaps within a class only, so one object can come back
+        # with several labels; True runs one NMS over all classes (one box, one label per object).
+        self.class_agnostic_nms = class_agnostic_nms
 
     # ------------------------------------------------------------------------------ inference graph
 
@@ -163,8 +166,9 @@ class PaCaMaskRCNN(MaskRCNN):
 
     def _classify(self, levels: list[torch.Tensor], proposals: torch.Tensor,
                   image_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """mmdet bbox head test: softmax, class-specific decode + clip, score > thr, class-wise NMS, top-k.
-        No small-box filter (mmdet keeps degenerate border boxes)."""
+        """mmdet bbox head test: softmax, class-specific decode + clip, score > thr, class-wise NMS (or one
+        NMS over all classes with `class_agnostic_nms`), top-k. No small-box filter (mmdet keeps degenerate
+        border boxes)."""
         heads = self.roi_heads
         features = heads.box_head(heads.box_roi_pool.pool(levels, [proposals]))
         class_logits, box_regression = heads.box_predictor(features)
@@ -176,7 +180,8 @@ class PaCaMaskRCNN(MaskRCNN):
         boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
         candidates = torch.where(scores > heads.score_thresh)[0]
         boxes, scores, labels = boxes[candidates], scores[candidates], labels[candidates]
-        keep = batched_nms_mmdet(boxes, scores, labels, heads.nms_thresh)[: heads.detections_per_img]
+        groups = torch.zeros_like(labels) if self.class_agnostic_nms else labels
+        keep = batched_nms_mmdet(boxes, scores, groups, heads.nms_thresh)[: heads.detections_per_img]
         return boxes[keep], scores[keep], labels[keep]
 
     def _mask_probs(self, levels: list[torch.Tensor], boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -224,9 +229,11 @@ def build_mask_rcnn(backbone: PaCaConfig, num_classes: int = 80, fpn_channels: i
     `backbone` is used as given (detection keeps the ImageNet cluster counts) minus its classifier;
     `num_classes` counts real classes (the model has one more, background). `overrides` are torchvision
     `MaskRCNN` keyword arguments (e.g. `box_score_thresh`) plus `anchor_sizes` (one tuple per level
-    P2..P6); `min_size`/`max_size` are accepted but unused, since the model never resizes.
+    P2..P6) and `class_agnostic_nms` (default False, mmdet's class-wise NMS); `min_size`/`max_size` are
+    accepted but unused, since the model never resizes.
     """
     options = {**MMDET_TEST_DEFAULTS, **overrides}
     anchor_sizes = options.pop("anchor_sizes", ANCHOR_SIZES)
-    model = PaCaMaskRCNN(PaCaFPNBackbone(backbone, fpn_channels), num_classes, anchor_sizes, **options)
+    agnostic = bool(options.pop("class_agnostic_nms", False))
+    model = PaCaMaskRCNN(PaCaFPNBackbone(backbone, fpn_channels), num_classes, anchor_sizes, agnostic, **options)
     return model.eval()
