@@ -28,7 +28,7 @@ ARCH = "demo_digits_det"
 
 def ensure_artifact(path: Path) -> Path:
     """The demo detector's artifact, exported from the committed weights when missing or out of date."""
-    from demo.cli import artifact_is_current
+    from demo.artifacts import artifact_is_current
     from models.demo.archs import weights_path
 
     if not artifact_is_current(path, weights_path(ARCH)):
@@ -95,7 +95,7 @@ def identical_to_alone(sess, pixels: np.ndarray, batches: list[int]) -> dict[int
 def main() -> None:
     import onnxruntime as ort
 
-    from demo.cli import DEFAULT_ARTIFACTS
+    from demo.artifacts import DEFAULT_ARTIFACTS
     from export.metadata import onnx_props
     from models.demo.archs import SERVED_NAMES
     from models.preprocess_spec import PreprocessSpec

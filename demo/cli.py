@@ -11,8 +11,10 @@ from typing import Annotated
 
 import typer
 
+from demo.artifacts import DEFAULT_ARTIFACTS
+
 DEMO_ARCHS = ("demo_digits_cls", "demo_digits_seg", "demo_digits_det")
-DEFAULT_ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "demo"
+LATENCY_IMAGES = 50
 
 demo_app = typer.Typer(help="The bundled demo models (MNIST digits).", no_args_is_help=True)
 
@@ -40,11 +42,21 @@ def train_demo(
     output_dir: Annotated[
         Path | None, typer.Option(help="Where to write <arch>.safetensors; default: models/demo/weights/.")
     ] = None,
+    quick: Annotated[
+        bool, typer.Option(help="A 20-step schedule per model (CI smoke run); needs --output-dir.")
+    ] = False,
 ) -> None:
-    """Train the demo models from scratch on CPU (seeded, reproducible) and save their weights."""
-    from demo.train import train_and_save
+    """Train the demo models on CPU (seeded, reproducible) and save their weights as float16 safetensors.
 
-    seconds = train_and_save(_chosen(arch), seed=seed, output_dir=output_dir)
+    The committed weights are exactly what `OMP_NUM_THREADS=1 paca train-demo` writes (see
+    docs/demo-models.md for the schedule and how long it takes).
+    """
+    from demo.train import PLANS, QUICK_PLANS, train_and_save
+
+    if quick and output_dir is None:
+        raise typer.BadParameter("--quick weights are for smoke runs only; give --output-dir so that they do "
+                                 "not replace the committed weights", param_hint="--quick")
+    seconds = train_and_save(_chosen(arch), seed=seed, output_dir=output_dir, plans=QUICK_PLANS if quick else PLANS)
     for name, took in seconds.items():
         typer.echo(f"{name}: trained in {took / 60:.1f} min")
 
@@ -54,34 +66,26 @@ def ensure(
     artifacts_dir: Annotated[Path, typer.Option(help="Where the served ONNX artifacts go.")] = DEFAULT_ARTIFACTS,
     seed: Annotated[int, typer.Option(help="Seed used if weights must be trained.")] = 0,
 ) -> None:
-    """Make sure every demo model has weights (train if missing) and a current ONNX artifact (export if missing,
-    older than its weights, or written by another exporter version)."""
-    from models.demo.archs import SERVED_NAMES, weights_path
+    """Make sure every demo model has weights (train if missing) and an up-to-date ONNX artifact (export if
+    missing, older than its weights, or written by another exporter version)."""
+    from demo.artifacts import artifact_path, is_stale
+    from models.demo.archs import weights_path
 
     for name in DEMO_ARCHS:
-        artifact = artifacts_dir / f"{SERVED_NAMES[name]}.onnx"
-        if weights_path(name).exists() and artifact_is_current(artifact, weights_path(name)):
+        artifact = artifact_path(name, artifacts_dir)
+        if weights_path(name).exists() and not is_stale(name, artifacts_dir):
             typer.echo(f"{name}: {artifact} present")
             continue
         if artifact.exists():
             typer.echo(f"{name}: {artifact} is out of date (older than its weights or another exporter version)")
         try:
-            _ensure_one(name, artifact, seed)
+            _ensure_one(name, artifacts_dir, seed)
         except ImportError as exc:
             typer.secho(f"{name}: skipped, its model code is not available here ({exc})", fg="yellow", err=True)
 
 
-def artifact_is_current(artifact: Path, weights: Path) -> bool:
-    """Whether `artifact` can be served as is: present, not older than `weights`, and written by this exporter
-    version (`paca.exporter_version`); an older contract may not fit the service (e.g. a one-image detector)."""
-    if not artifact.exists() or artifact.stat().st_mtime < weights.stat().st_mtime:
-        return False
-    from export.metadata import EXPORTER_VERSION, onnx_props
-
-    return onnx_props(artifact).get("paca.exporter_version") == EXPORTER_VERSION
-
-
-def _ensure_one(name: str, artifact: Path, seed: int) -> None:
+def _ensure_one(name: str, artifacts_dir: Path, seed: int) -> None:
+    from demo.artifacts import artifact_path, fresh_artifact
     from models.demo.archs import weights_path
 
     if not weights_path(name).exists():
@@ -89,31 +93,57 @@ def _ensure_one(name: str, artifact: Path, seed: int) -> None:
 
         typer.echo(f"{name}: no weights at {weights_path(name)}; training (seed {seed})")
         train_and_save([name], seed=seed)
-    from export import export_onnx
-
-    typer.echo(f"{name}: exporting {artifact}")
-    partial = artifact.with_name(f"partial-{artifact.name}")  # a failed export never leaves a half file behind
-    export_onnx(name, partial, checkpoint=weights_path(name))
-    partial.replace(artifact)
+    typer.echo(f"{name}: exporting {artifact_path(name, artifacts_dir)}")
+    fresh_artifact(name, artifacts_dir)
 
 
 @demo_app.command("eval")
 def evaluate(
     arch: ArchOption = None,
     scenes: Annotated[int, typer.Option(help="Held-out scenes for detection/segmentation.")] = 200,
+    score_threshold: Annotated[
+        float | None, typer.Option(help="Detection score threshold of the found/precision figures; "
+                                        "default: the demo detector's recommended default.")
+    ] = None,
+    latency: Annotated[
+        bool, typer.Option(help="Also time the served ONNX artifacts (ONNX Runtime CPU, 1 thread), "
+                                "exporting any that are missing or older than their weights.")
+    ] = True,
+    artifacts_dir: Annotated[Path, typer.Option(help="Where the served ONNX artifacts are.")] = DEFAULT_ARTIFACTS,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON.")] = None,
 ) -> None:
-    """Held-out accuracy of the trained demo models (PyTorch, CPU): top-1, box/mask mAP, mIoU."""
+    """Held-out accuracy of the trained demo models (PyTorch, CPU): top-1, box/mask mAP, digits found with
+    the right label and precision at the default score threshold, mIoU, majority label per digit; and
+    latency per image of their ONNX artifacts."""
     from rich.console import Console
     from rich.table import Table
 
     from demo.evaluate import evaluate_offline
+    from models.demo.archs import DETECTION_SCORE_THRESHOLD
 
-    figures = evaluate_offline(_chosen(arch), scene_count=scenes)
+    chosen = _chosen(arch)
+    threshold = DETECTION_SCORE_THRESHOLD if score_threshold is None else score_threshold
+    figures = evaluate_offline(chosen, scene_count=scenes, score_threshold=threshold)
+    if latency:
+        for name, timing in _latencies(chosen, artifacts_dir).items():
+            figures[name].update(timing)
     table = Table("arch", "metric", "value")
     for name, metrics in figures.items():
         for metric, value in metrics.items():
-            table.add_row(name, metric, f"{value:.0f}" if metric == "images" else f"{value:.2f}")
+            table.add_row(name, metric, f"{value:.0f}" if metric in ("images", "digits") else f"{value:.2f}")
     Console().print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+
+
+def _latencies(arches: list[str], artifacts_dir: Path) -> dict[str, dict[str, float]]:
+    from demo import evaluate as held_out
+    from demo.artifacts import fresh_artifact
+    from demo.latency import latency_ms
+
+    scenes = [s.image for s in held_out.heldout_scenes(LATENCY_IMAGES)]
+    digits = list(held_out.heldout_digits(LATENCY_IMAGES)[0])
+    return {
+        name: latency_ms(name, fresh_artifact(name, artifacts_dir), digits if name == "demo_digits_cls" else scenes)
+        for name in arches
+    }

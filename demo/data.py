@@ -91,6 +91,57 @@ def _tight(digit: np.ndarray) -> np.ndarray:
     return digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
+def distort_digit(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A new handwriting of the same digit, for training: random affine, smooth elastic warp, stroke weight.
+
+    Rotation ±12°, shear ±0.25, per-axis scale 0.85–1.15, a displacement field of σ ≈ 1 px interpolated
+    from a 4×4 grid, and for a quarter of the digits a 3×3 dilation (bolder pen). Held-out data is never
+    distorted; only training renders call this, from their own random stream.
+    """
+    source = np.pad(digit.astype(np.float32), _DISTORT_PAD)
+    size = source.shape[0]
+    angle, shear = np.deg2rad(rng.uniform(-12, 12)), rng.uniform(-0.25, 0.25)
+    scale_x, scale_y = rng.uniform(0.85, 1.15, size=2)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    inverse = np.linalg.inv(rotation @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag([scale_x, scale_y]))
+    upsample = _field_upsampler(size)
+    field_x, field_y = (upsample @ rng.normal(0, 1.0, (4, 4)) @ upsample.T for _ in range(2))
+    centre = (size - 1) / 2
+    ys, xs = np.mgrid[0:size, 0:size] - centre
+    src_x = inverse[0, 0] * xs + inverse[0, 1] * ys + centre + field_x
+    src_y = inverse[1, 0] * xs + inverse[1, 1] * ys + centre + field_y
+    warped = _bilinear_sample(source, src_y, src_x)
+    if rng.uniform() < 0.25:
+        warped = np.lib.stride_tricks.sliding_window_view(np.pad(warped, 1), (3, 3)).max(axis=(-2, -1))
+    out = _to_uint8(warped)
+    return out if out.max() > 0 else digit
+
+
+_DISTORT_PAD = 6
+
+
+@cache
+def _field_upsampler(size: int) -> np.ndarray:
+    """(size, 4) bilinear weights spreading a 4-point displacement grid over `size` pixels (ends aligned)."""
+    position = np.linspace(0, 3, size)
+    low = np.minimum(np.floor(position).astype(np.int64), 2)
+    weights = np.zeros((size, 4))
+    weights[np.arange(size), low] = 1 - (position - low)
+    weights[np.arange(size), low + 1] = position - low
+    return weights
+
+
+def _bilinear_sample(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """`image` sampled at float coordinates (zero outside)."""
+    padded = np.pad(image, 1)
+    ys, xs = np.clip(ys + 1, 0, padded.shape[0] - 1.001), np.clip(xs + 1, 0, padded.shape[1] - 1.001)
+    y0, x0 = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
+    fy, fx = ys - y0, xs - x0
+    top = padded[y0, x0] * (1 - fx) + padded[y0, x0 + 1] * fx
+    bottom = padded[y0 + 1, x0] * (1 - fx) + padded[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
 def _resize_alpha(digit: np.ndarray, height: int, width: int) -> np.ndarray:
     """Digit intensity resized to (height, width) as an alpha matte in [0, 1]."""
     resized = Image.fromarray(digit).resize((width, height), Image.Resampling.BILINEAR)
@@ -111,15 +162,21 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 # Single digits (classification)
 
 
-def render_digit(digit: np.ndarray, rng: np.random.Generator, side: int = 32, colour: float = 1.0) -> np.ndarray:
+def render_digit(
+    digit: np.ndarray, rng: np.random.Generator, side: int = 32, colour: float = 1.0,
+    distort_rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """One MNIST digit on a `side`×`side` coloured, textured background: (side, side, 3) uint8.
+
+    With `distort_rng` the digit's shape is first varied by `distort_digit` (training only; the
+    placement and colours drawn from `rng` are the same either way).
 
     `colour` < 1 blends towards a plain white-on-black rendering of the same digit: the training
     curriculum starts there, since PaCa-ViT trained from scratch on fully random colours stays at
     chance level for hundreds of steps (shape must be learnt before colour invariance).
     """
     canvas = _background(rng, side, side)
-    ink = _tight(digit)
+    ink = _tight(digit if distort_rng is None else distort_digit(digit, distort_rng))
     height = round(side * rng.uniform(0.55, 0.85))
     width = max(2, min(side - 2, round(ink.shape[1] * height / ink.shape[0])))
     alpha = _resize_alpha(ink, height, width)
@@ -134,11 +191,20 @@ def render_digit(digit: np.ndarray, rng: np.random.Generator, side: int = 32, co
     return _to_uint8(canvas)
 
 
-def digit_images(split: Split, seed: int = 0, side: int = 32, colour: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """All digits of `split` rendered once with `seed`: (N, side, side, 3) uint8 and labels (N,)."""
+def digit_images(
+    split: Split, seed: int = 0, side: int = 32, colour: float = 1.0, distort: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """All digits of `split` rendered once with `seed`: (N, side, side, 3) uint8 and labels (N,).
+
+    `distort` varies each digit's shape (`distort_digit`) from a separate random stream, for training.
+    """
     images, labels = load_mnist()
     indices = split_indices(split)
-    rendered = np.stack([render_digit(images[i], _rng(seed, split, int(i), 0), side, colour) for i in indices])
+    rendered = np.stack([
+        render_digit(images[i], _rng(seed, split, int(i), 0), side, colour,
+                     _rng(seed, split, int(i), 2) if distort else None)
+        for i in indices
+    ])
     return rendered, labels[indices]
 
 
@@ -166,7 +232,7 @@ class Scene:
         return target
 
 
-def _mask_box(mask: np.ndarray) -> np.ndarray:
+def mask_box(mask: np.ndarray) -> np.ndarray:
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)
@@ -179,19 +245,27 @@ def _free(occupied: np.ndarray, top: int, left: int, height: int, width: int, ma
 
 
 def render_scene(
-    pool: np.ndarray, pool_labels: np.ndarray, rng: np.random.Generator, hw: tuple[int, int] = (128, 128)
+    pool: np.ndarray,
+    pool_labels: np.ndarray,
+    rng: np.random.Generator,
+    hw: tuple[int, int] = (128, 128),
+    digit_heights: tuple[int, int] = (16, 56),
+    digit_counts: tuple[int, int] = (2, 5),
+    distort_rng: np.random.Generator | None = None,
 ) -> Scene:
-    """2–5 digits from `pool` at heights 16–56 px, each its own colour, plus a few distractor strokes."""
+    """`digit_counts` digits from `pool` at heights `digit_heights` px (both inclusive), each its own
+    colour, plus a few distractor strokes. `distort_rng` varies each digit's shape (training only)."""
     height, width = hw
     canvas = _background(rng, height, width)
     background_luminance = float(_luminance(canvas.mean(axis=(0, 1))))
     _distractors(canvas, rng, background_luminance)
     occupied = np.zeros(hw, dtype=bool)
     masks, labels = [], []
-    for _ in range(int(rng.integers(2, 6))):
+    for _ in range(int(rng.integers(digit_counts[0], digit_counts[1] + 1))):
         choice = int(rng.integers(len(pool)))
-        ink = _tight(pool[choice])
-        digit_h = int(rng.integers(16, 57))
+        source = pool[choice] if distort_rng is None else distort_digit(pool[choice], distort_rng)
+        ink = _tight(source)
+        digit_h = min(int(rng.integers(digit_heights[0], digit_heights[1] + 1)), height)
         digit_w = max(3, min(width - 1, round(ink.shape[1] * digit_h / ink.shape[0] * rng.uniform(0.8, 1.2))))
         for _attempt in range(30):
             top = int(rng.integers(0, height - digit_h + 1))
@@ -210,7 +284,7 @@ def render_scene(
         masks.append(mask)
         labels.append(int(pool_labels[choice]))
     masks_array = np.stack(masks) if masks else np.zeros((0, *hw), dtype=bool)
-    boxes = np.stack([_mask_box(m) for m in masks]) if masks else np.zeros((0, 4), dtype=np.float32)
+    boxes = np.stack([mask_box(m) for m in masks]) if masks else np.zeros((0, 4), dtype=np.float32)
     return Scene(_to_uint8(canvas), boxes, np.asarray(labels, dtype=np.int64), masks_array)
 
 

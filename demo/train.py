@@ -1,11 +1,13 @@
 """Seeded CPU training of the three demo models on the demo data (`paca train-demo`).
 
-Inputs are normalised with the arch's own PreprocessSpec mean/std, exactly what the service applies
-to an uploaded image of the native demo size, so served answers match the offline figures.
+Inputs are resized and normalised with the arch's own PreprocessSpec, exactly what the service applies
+to an uploaded image, so served answers match the offline figures. Training scenes come from
+`demo.augment` (more and harder than the held-out ones); every step is seeded, so a run is reproducible.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -16,24 +18,31 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from demo import data
+from demo import augment, data
 from models.demo.archs import DIGIT_SIZE, SCENE_HW, weights_path
+from models.preprocess import RESAMPLING
 from models.registry import get_arch
 
 CURRICULUM_EPOCHS = 4
-# Background covers ~90% of a scene's pixels; at full weight the short CPU schedule ends predicting
-# background everywhere, so digit pixels count 5× as much.
-SEG_CLASS_WEIGHTS = torch.tensor([0.2] + [1.0] * 10)
+# Background covers ~90% of a scene's pixels; at full weight the model is slow to leave "background
+# everywhere", and on thin strokes it stays too shy: digit pixels count twice as much (the argmax then
+# calls a pixel a digit from about p = 1/3, which also keeps each digit's label in the majority).
+SEG_CLASS_WEIGHTS = torch.tensor([0.5] + [1.0] * 10)
+IGNORE_INDEX = 255  # padding in segmentation targets
+# Thin strokes make the 28×28 masks the detector's weakest output (box IoU ≈ 0.9, mask IoU 0.6–0.8 on a
+# first schedule): the mask loss counts twice.
+DET_MASK_LOSS_WEIGHT = 2.0
 ProgressHook = Callable[[int, int, float], None]  # (step, total, loss)
 
 
 @dataclass(frozen=True)
 class TrainPlan:
-    """How long and how hard one demo model trains; defaults fit the 2-core CPU budget."""
+    """How long and how hard one demo model trains."""
 
     steps: int
     batch_size: int
@@ -42,22 +51,30 @@ class TrainPlan:
     warmup_steps: int = 50
     train_scenes: int = 0  # scene pool size (scene models only)
     # Scene models start from the trained classifier's backbone (same PaCa config), the demo's stand-in
-    # for ImageNet pre-training. Detection keeps it frozen: FPN and RoI heads learn on top, which fits
-    # the 2-core budget that training a whole Mask R-CNN would not.
+    # for ImageNet pre-training, and fine-tune it (or keep it frozen, the cheapest schedule).
     backbone_from: str | None = None
     freeze_backbone: bool = False
+    distort: bool = False  # classifier: vary digit shapes every epoch (`data.distort_digit`)
+    backbone_lr_scale: float = 1.0  # scene models: learning rate of the adopted backbone relative to the rest
+    ema_decay: float = 0.0  # > 0: the saved weights are this exponential moving average of the trained ones
 
 
 PLANS: dict[str, TrainPlan] = {
-    "demo_digits_cls": TrainPlan(steps=1500, batch_size=64, learning_rate=2e-3),
+    "demo_digits_cls": TrainPlan(steps=5000, batch_size=64, learning_rate=1e-3, distort=True, ema_decay=0.999),
     "demo_digits_seg": TrainPlan(
-        steps=1500, batch_size=8, learning_rate=4e-3, warmup_steps=20, train_scenes=1500,
-        backbone_from="demo_digits_cls", freeze_backbone=True,
+        steps=4000, batch_size=4, learning_rate=2e-3, warmup_steps=100, train_scenes=4000,
+        backbone_from="demo_digits_cls", backbone_lr_scale=0.5,
     ),
     "demo_digits_det": TrainPlan(
-        steps=500, batch_size=2, learning_rate=2e-3, warmup_steps=15, train_scenes=1000,
-        backbone_from="demo_digits_cls", freeze_backbone=True,
+        steps=4000, batch_size=4, learning_rate=1e-3, warmup_steps=200, train_scenes=4000,
+        backbone_from="demo_digits_cls", backbone_lr_scale=0.5,
     ),
+}
+# `paca train-demo --quick`: the same code path in about a minute, for CI smoke runs; the weights are
+# far from the committed ones and only prove that training runs end to end.
+QUICK_PLANS: dict[str, TrainPlan] = {
+    arch: dataclasses.replace(plan, steps=20, warmup_steps=5, train_scenes=min(plan.train_scenes, 16))
+    for arch, plan in PLANS.items()
 }
 
 
@@ -68,8 +85,15 @@ def seed_everything(seed: int) -> None:
 
 
 def to_input(images: np.ndarray, arch: str) -> torch.Tensor:
-    """(N, H, W, 3) uint8 → (N, 3, H, W) float32 normalised with the arch's preprocessing spec."""
+    """(N, H, W, 3) uint8 → (N, 3, H, W) float32 normalised with the arch's preprocessing spec.
+
+    An arch with an exact input size gets each image resized to it first, by the service's own resize
+    (Pillow, the spec's interpolation), so offline figures see what served requests see.
+    """
     spec = get_arch(arch).preprocess
+    if spec.resize_mode == "exact" and tuple(images.shape[1:3]) != tuple(spec.size):
+        size = (spec.size[1], spec.size[0])
+        images = np.stack([np.asarray(Image.fromarray(i).resize(size, RESAMPLING[spec.interpolation])) for i in images])
     mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
     pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
@@ -88,6 +112,18 @@ def _schedule(plan: TrainPlan) -> Callable[[int], float]:
     return factor
 
 
+def _param_groups(model: nn.Module, plan: TrainPlan) -> list[dict[str, object]]:
+    """Trainable parameters; a scene model's adopted PaCa body at `backbone_lr_scale` × the learning rate."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if plan.backbone_lr_scale == 1.0 or not hasattr(model, "backbone"):
+        return [{"params": trainable}]
+    body = {id(p) for p in paca_body(model).parameters()}
+    return [
+        {"params": [p for p in trainable if id(p) not in body]},
+        {"params": [p for p in trainable if id(p) in body], "lr": plan.learning_rate * plan.backbone_lr_scale},
+    ]
+
+
 def _optimise(
     model: nn.Module,
     plan: TrainPlan,
@@ -96,8 +132,14 @@ def _optimise(
     on_step: ProgressHook | None,
 ) -> list[float]:
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(trainable, lr=plan.learning_rate, weight_decay=plan.weight_decay)
+    optimiser = torch.optim.AdamW(_param_groups(model, plan), lr=plan.learning_rate, weight_decay=plan.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(plan))
+    average = (
+        torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(plan.ema_decay), use_buffers=True
+        )
+        if plan.ema_decay > 0 else None
+    )
     model.train()
     losses = []
     for step in range(plan.steps):
@@ -107,9 +149,13 @@ def _optimise(
         nn.utils.clip_grad_norm_(trainable, 5.0)
         optimiser.step()
         scheduler.step()
+        if average is not None:
+            average.update_parameters(model)
         losses.append(loss.item())
         if on_step is not None:
             on_step(step + 1, plan.steps, losses[-1])
+    if average is not None:
+        model.load_state_dict(average.module.state_dict())
     model.eval()
     return losses
 
@@ -118,15 +164,19 @@ def _optimise(
 # Batches
 
 
-def digit_batches(batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless shuffled batches of training digits, re-rendered with new colours every epoch.
+def digit_batches(
+    batch_size: int, seed: int, distort: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled batches of training digits, re-rendered (new colours, new shapes) every epoch.
 
     Curriculum: the colour strength ramps 0.25 → 1 over the first four epochs (see `data.render_digit`).
     """
     epoch = 0
     while True:
         colour = min(1.0, (epoch + 1) / CURRICULUM_EPOCHS)
-        images, labels = data.digit_images("train", seed=seed * 1000 + epoch + 1, side=DIGIT_SIZE, colour=colour)
+        images, labels = data.digit_images(
+            "train", seed=seed * 1000 + epoch + 1, side=DIGIT_SIZE, colour=colour, distort=distort
+        )
         order = np.random.default_rng((seed, epoch)).permutation(len(labels))
         for start in range(0, len(order) - batch_size + 1, batch_size):
             chosen = order[start : start + batch_size]
@@ -153,17 +203,29 @@ def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tenso
     return F.cross_entropy(model(pixels), labels, label_smoothing=0.05)
 
 
+def padded_inputs(batch: list[data.Scene], arch: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scenes of up to SCENE_HW → normalised inputs padded bottom/right with 0 (the service's pad value)
+    to SCENE_HW, and their semantic maps padded with IGNORE_INDEX."""
+    pixels = torch.zeros(len(batch), 3, *SCENE_HW)
+    target = torch.full((len(batch), *SCENE_HW), IGNORE_INDEX, dtype=torch.int64)
+    for row, item in enumerate(batch):
+        height, width = item.image.shape[:2]
+        pixels[row, :, :height, :width] = to_input(item.image[None], arch)[0]
+        target[row, :height, :width] = torch.from_numpy(item.semantic_map().astype(np.int64))
+    return pixels, target
+
+
 def segmentation_loss(model: nn.Module, batch: list[data.Scene]) -> torch.Tensor:
     """Cross-entropy of the 1/4-resolution logits upsampled to the full scene, as mmseg trains."""
-    pixels = to_input(np.stack([s.image for s in batch]), "demo_digits_seg")
-    target = torch.from_numpy(np.stack([s.semantic_map() for s in batch]).astype(np.int64))
+    pixels, target = padded_inputs(batch, "demo_digits_seg")
     logits = F.interpolate(model(pixels), size=target.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, target, weight=SEG_CLASS_WEIGHTS)
+    return F.cross_entropy(logits, target, weight=SEG_CLASS_WEIGHTS, ignore_index=IGNORE_INDEX)
 
 
 def detection_loss(model: nn.Module, batch: list[data.Scene]) -> torch.Tensor:
-    """Sum of the Mask R-CNN losses (RPN, box head, mask head) in torchvision's training convention."""
-    pixels = to_input(np.stack([s.image for s in batch]), "demo_digits_det")
+    """Sum of the Mask R-CNN losses (RPN, box head, mask head) in torchvision's training convention,
+    the mask loss weighted by DET_MASK_LOSS_WEIGHT."""
+    pixels = [to_input(s.image[None], "demo_digits_det")[0] for s in batch]  # padded by the model's batching
     targets = [
         {
             "boxes": torch.from_numpy(s.boxes),
@@ -172,8 +234,8 @@ def detection_loss(model: nn.Module, batch: list[data.Scene]) -> torch.Tensor:
         }
         for s in batch
     ]
-    losses = model(list(pixels), targets)
-    return sum(losses.values())
+    losses = model(pixels, targets)
+    return sum(value * (DET_MASK_LOSS_WEIGHT if name == "loss_mask" else 1.0) for name, value in losses.items())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -207,7 +269,7 @@ def train_arch(
     on_step: ProgressHook | None = None,
     weights_dir: Path | None = None,
 ):
-    """Train one demo arch (from scratch, or on a frozen trained backbone); returns (eval model, losses)."""
+    """Train one demo arch (from scratch, or on a trained classifier's backbone); returns (eval model, losses)."""
     plan = plan or PLANS[arch]
     model = build_untrained(arch, seed)
     if plan.backbone_from is not None:
@@ -218,10 +280,10 @@ def train_arch(
             raise FileNotFoundError(f"{arch} builds on {plan.backbone_from}; train that first ({source})")
         adopt_backbone(model, source, plan.freeze_backbone)
     if arch == "demo_digits_cls":
-        batches: Iterator[object] = digit_batches(plan.batch_size, seed)
+        batches: Iterator[object] = digit_batches(plan.batch_size, seed, plan.distort)
         loss_of: Callable[[nn.Module, object], torch.Tensor] = classification_loss  # type: ignore[assignment]
     else:
-        pool = data.scenes("train", plan.train_scenes, seed=seed, hw=SCENE_HW)
+        pool = [augment.training_scene(index, seed, SCENE_HW) for index in range(plan.train_scenes)]
         batches = scene_batches(pool, plan.batch_size, seed)
         loss_of = segmentation_loss if arch == "demo_digits_seg" else detection_loss  # type: ignore[assignment]
     losses = _optimise(model, plan, batches, loss_of, on_step)
@@ -243,14 +305,17 @@ def load_trained(arch: str, path: Path | None = None) -> nn.Module:
     return model.eval()
 
 
-def train_and_save(arches: list[str], seed: int = 0, output_dir: Path | None = None) -> dict[str, float]:
+def train_and_save(
+    arches: list[str], seed: int = 0, output_dir: Path | None = None, plans: dict[str, TrainPlan] | None = None
+) -> dict[str, float]:
     """Train each arch with a rich progress bar and save its weights; returns seconds per arch."""
+    plans = plans or PLANS
     seconds: dict[str, float] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("loss {task.fields[loss]:.4f}"))
     with Progress(*columns) as progress:
         for arch in arches:
-            task = progress.add_task(arch, total=PLANS[arch].steps, loss=float("nan"))
+            task = progress.add_task(arch, total=plans[arch].steps, loss=float("nan"))
 
             def report(step: int, total: int, loss: float, task: int = task, arch: str = arch) -> None:
                 progress.update(task, completed=step, loss=loss)
@@ -258,7 +323,7 @@ def train_and_save(arches: list[str], seed: int = 0, output_dir: Path | None = N
                     progress.console.print(f"{arch}: step {step}/{total} loss {loss:.4f}")  # logs, CI
 
             started = time.perf_counter()
-            model, _ = train_arch(arch, seed=seed, on_step=report, weights_dir=output_dir)
+            model, _ = train_arch(arch, seed=seed, plan=plans[arch], on_step=report, weights_dir=output_dir)
             seconds[arch] = time.perf_counter() - started
             target = (output_dir / f"{arch}.safetensors") if output_dir else weights_path(arch)
             save_weights(model, target)

@@ -15,15 +15,17 @@ from models.registry import ArchSpec, register
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-# Classification input: one digit image resized exactly to 32×32.
+# Digit images are 32×32 (the held-out set and the samples); the classifier resizes them exactly to
+# 48×48 first: its stride-4 stem then sees 12×12 patches instead of 8×8, which thin strokes need.
 DIGIT_SIZE = 32
+CLS_INPUT_SIZE = 48
 # Scenes: canvases of SCENE_HW; inputs keep the aspect ratio within (128, 128) and pad to 32.
 SCENE_HW = (128, 128)
 
 CLS_CONFIG = PaCaConfig(
-    embed_dims=(32, 64, 96, 128),
-    depths=(1, 1, 2, 1),
-    num_heads=(1, 2, 4, 8),
+    embed_dims=(64, 128, 192, 256),
+    depths=(1, 2, 3, 1),
+    num_heads=(2, 4, 8, 8),
     clusters=(8, 8, 4, 0),
     num_classes=10,
 )
@@ -34,6 +36,11 @@ SEG_NUM_CLASSES = 11  # background + ten digits
 SEG_CHANNELS = 64
 DET_NUM_CLASSES = 10
 DET_FPN_CHANNELS = 64
+DET_BOX_REPRESENTATION = 256  # width of the box head's two-layer MLP (torchvision: 1024)
+DET_MASK_CONVS = (96, 96, 96, 96)  # mask head convs (torchvision: four of 256)
+# The REST API's default score threshold (`service.tasks.detection.DEFAULT_SCORE_THRESHOLD`, mmdet's 0.3;
+# a test keeps the two equal): `paca demo eval` reports found/precision at it, what a user sees by default.
+DETECTION_SCORE_THRESHOLD = 0.3
 # Scene digits are 16–56 px tall; anchors and RoI budgets sized for 128-px canvases.
 DET_OVERRIDES: dict[str, object] = {
     "min_size": SCENE_HW[0],
@@ -45,12 +52,15 @@ DET_OVERRIDES: dict[str, object] = {
     "rpn_post_nms_top_n_train": 300,
     "box_detections_per_img": 20,
     "rpn_batch_size_per_image": 128,
-    "box_batch_size_per_image": 32,
+    "box_batch_size_per_image": 64,
     "box_score_thresh": 0.05,
+    # Digits never overlap, so one box per place: NMS over all classes keeps the best label only
+    # (mmdet's class-wise NMS can return a "3" and an "8" stacked on one digit).
+    "class_agnostic_nms": True,
 }
 
 DIGIT_PREPROCESS = PreprocessSpec(
-    resize_mode="exact", size=(DIGIT_SIZE, DIGIT_SIZE), interpolation="bilinear"
+    resize_mode="exact", size=(CLS_INPUT_SIZE, CLS_INPUT_SIZE), interpolation="bilinear"
 )
 SCENE_PREPROCESS = PreprocessSpec(
     resize_mode="keep_ratio_within", size=SCENE_HW, interpolation="bilinear", pad_divisor=32
@@ -82,20 +92,23 @@ def _build_segmenter():
 
 
 def _build_detector():
-    from torchvision.models.detection.faster_rcnn import TwoMLPHead
-    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
     from models.detection import build_mask_rcnn
 
-    # Narrow RoI heads: torchvision's defaults (four 256-channel mask convs) would cost ~6× more per RoI
-    # than the whole 128-px backbone, far beyond the 2-core training budget.
-    small_heads = {
-        "box_head": TwoMLPHead(DET_FPN_CHANNELS * 7 * 7, 1024),
-        "mask_head": MaskRCNNHeads(DET_FPN_CHANNELS, (DET_FPN_CHANNELS, 256), 1),
-    }
-    return build_mask_rcnn(
-        SCENE_BACKBONE, num_classes=DET_NUM_CLASSES, fpn_channels=DET_FPN_CHANNELS, **DET_OVERRIDES, **small_heads
+    # Narrow RoI heads: torchvision's defaults (a 1024-wide box MLP, four 256-channel mask convs) would
+    # cost more per RoI than the whole 128-px backbone and most of the weights' size. torchvision sizes
+    # the predictors for its defaults, so the matching narrow predictors replace them after construction.
+    model = build_mask_rcnn(
+        SCENE_BACKBONE, num_classes=DET_NUM_CLASSES, fpn_channels=DET_FPN_CHANNELS, **DET_OVERRIDES,
+        box_head=TwoMLPHead(DET_FPN_CHANNELS * 7 * 7, DET_BOX_REPRESENTATION),
+        mask_head=MaskRCNNHeads(DET_FPN_CHANNELS, DET_MASK_CONVS, 1),
     )
+    classes = DET_NUM_CLASSES + 1  # torchvision's background class 0
+    model.roi_heads.box_predictor = FastRCNNPredictor(DET_BOX_REPRESENTATION, classes)
+    model.roi_heads.mask_predictor = MaskRCNNPredictor(DET_MASK_CONVS[-1], DET_MASK_CONVS[-1], classes)
+    return model
 
 
 DEMO_ARCHS = (

@@ -109,7 +109,7 @@ class PaCaMaskRCNN(MaskRCNN):
     """
 
     def __init__(self, backbone: PaCaFPNBackbone, num_classes: int, anchor_sizes=ANCHOR_SIZES,
-                 **kwargs: Any) -> None:
+                 class_agnostic_nms: bool = False, **kwargs: Any) -> None:
         anchor_generator = FixedStrideAnchorGenerator(anchor_sizes, ASPECT_RATIOS, FPN_STRIDES)
         levels = ["0", "1", "2", "3"]
         super().__init__(
@@ -125,6 +125,9 @@ class PaCaMaskRCNN(MaskRCNN):
         self.rpn.box_coder = SymmetricClampBoxCoder((1.0, 1.0, 1.0, 1.0))
         self.roi_heads.box_coder = SymmetricClampBoxCoder(tuple(self.roi_heads.box_coder.weights))
         self.num_labels = num_classes  # classes of the label set (no background)
+        # mmdet's default (False) suppresses overlaps within a class only, so one object can come back
+        # with several labels; True runs one NMS over all classes (one box, one label per object).
+        self.class_agnostic_nms = class_agnostic_nms
 
     # ------------------------------------------------------------------------------ inference graph
 
@@ -193,8 +196,9 @@ class PaCaMaskRCNN(MaskRCNN):
         return ImageRows(image, rank[best], proposals[image, index])
 
     def _classify(self, levels: list[torch.Tensor], proposals: ImageRows, image_hw: tuple[int, int]) -> Detections:
-        """mmdet bbox head test, per image: softmax, class-specific decode + clip, score > thr, class-wise NMS,
-        top-k. No small-box filter (mmdet keeps degenerate border boxes)."""
+        """mmdet bbox head test, per image: softmax, class-specific decode + clip, score > thr, class-wise NMS
+        (or one NMS over all classes with `class_agnostic_nms`), top-k. No small-box filter (mmdet keeps
+        degenerate border boxes)."""
         heads = self.roi_heads
         batch = levels[0].shape[0]
         features = heads.box_head(heads.box_roi_pool.pool_rois(levels, _rois(proposals)))
@@ -211,7 +215,8 @@ class PaCaMaskRCNN(MaskRCNN):
         scores = pad_per_image(scores, proposals.image, proposals.rank, batch, slots)
         labels = torch.arange(num_classes - 1, device=scores.device).expand_as(scores)
         candidates = present[..., None] & (scores > heads.score_thresh)
-        kept = nms_per_image(boxes, scores, candidates, labels, heads.nms_thresh)
+        groups = torch.zeros_like(labels) if self.class_agnostic_nms else labels
+        kept = nms_per_image(boxes, scores, candidates, groups, heads.nms_thresh)
         image, index = kept[:, 0], kept[:, 1]
         rank = rank_within_image(image, batch)
         best = torch.where(rank < heads.detections_per_img)[0]
@@ -269,9 +274,11 @@ def build_mask_rcnn(backbone: PaCaConfig, num_classes: int = 80, fpn_channels: i
     `backbone` is used as given (detection keeps the ImageNet cluster counts) minus its classifier;
     `num_classes` counts real classes (the model has one more, background). `overrides` are torchvision
     `MaskRCNN` keyword arguments (e.g. `box_score_thresh`) plus `anchor_sizes` (one tuple per level
-    P2..P6); `min_size`/`max_size` are accepted but unused, since the model never resizes.
+    P2..P6) and `class_agnostic_nms` (default False, mmdet's class-wise NMS); `min_size`/`max_size` are
+    accepted but unused, since the model never resizes.
     """
     options = {**MMDET_TEST_DEFAULTS, **overrides}
     anchor_sizes = options.pop("anchor_sizes", ANCHOR_SIZES)
-    model = PaCaMaskRCNN(PaCaFPNBackbone(backbone, fpn_channels), num_classes, anchor_sizes, **options)
+    agnostic = bool(options.pop("class_agnostic_nms", False))
+    model = PaCaMaskRCNN(PaCaFPNBackbone(backbone, fpn_channels), num_classes, anchor_sizes, agnostic, **options)
     return model.eval()

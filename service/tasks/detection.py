@@ -24,8 +24,15 @@ def real_rows(outputs: Mapping[str, np.ndarray]) -> int:
     return int(np.asarray(outputs["num_detections"]).reshape(-1)[0])
 
 
+# mmdet's inference default (`DetInferencer(pred_score_thr=0.3)`); `paca demo eval` measures the demo
+# detector's found/precision figures at this threshold.
+DEFAULT_SCORE_THRESHOLD = 0.3
+
+
 class DetectParams(TaskParams):
-    score_threshold: float = Field(0.3, ge=0.0, le=1.0, description="drop detections scoring below this")
+    score_threshold: float = Field(
+        DEFAULT_SCORE_THRESHOLD, ge=0.0, le=1.0, description="drop detections scoring below this"
+    )
     masks: bool = Field(True, description="include instance masks as COCO RLE")
 
 

@@ -20,10 +20,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from demo import evaluate
-from demo.cli import DEFAULT_ARTIFACTS, artifact_is_current
 from demo.train import load_trained
-from models.demo.archs import SEG_NUM_CLASSES, SERVED_NAMES, weights_path
-from tests.support.server import start_server, stop_server
+from models.demo.archs import SEG_NUM_CLASSES, SERVED_NAMES
 
 CLASSIFIER, DETECTOR, SEGMENTER = (SERVED_NAMES[a] for a in ("demo_digits_cls", "demo_digits_det", "demo_digits_seg"))
 DIGITS = 500  # 50 per class
@@ -55,43 +53,6 @@ async def _post_concurrently(url: str, requests: list[dict]) -> list[httpx.Respo
 def _metric(text: str, name: str, model: str) -> float:
     prefix = f'{name}{{model="{model}",version="1"}} '
     return float(next(line for line in text.splitlines() if line.startswith(prefix))[len(prefix) :])
-
-
-@pytest.fixture(scope="module")
-def demo_artifacts():
-    """ONNX artifacts of the committed demo weights, made by the production exporter.
-
-    They live where `paca demo ensure` (and so `make run`) puts them; an artifact older than its weights
-    or written by another exporter version (another output contract) is re-exported (the PaCa exports take
-    minutes on a 2-core machine, so they are cached).
-    """
-    from export import export_onnx
-
-    paths = {}
-    for arch, served in SERVED_NAMES.items():
-        weights = weights_path(arch)
-        if not weights.exists():
-            pytest.fail(f"committed demo weights missing: {weights} (run `paca train-demo`)")
-        artifact = DEFAULT_ARTIFACTS / f"{served}.onnx"
-        if not artifact_is_current(artifact, weights):
-            partial = artifact.with_name(f"partial-{artifact.name}")
-            export_onnx(arch, partial, checkpoint=weights)
-            partial.replace(artifact)
-        paths[served] = artifact
-    return paths
-
-
-@pytest.fixture(scope="module")
-def demo_server(demo_artifacts, tmp_path_factory: pytest.TempPathFactory):
-    batching = {"max_queue_delay_ms": 10, "max_queue_size": 1024, "queue_timeout_ms": 300000}
-    repository = {"models": [
-        {"name": CLASSIFIER, "artifact": str(demo_artifacts[CLASSIFIER]), "max_batch_size": 8, "batching": batching},
-        {"name": SEGMENTER, "artifact": str(demo_artifacts[SEGMENTER]), "max_batch_size": 4, "batching": batching},
-        {"name": DETECTOR, "artifact": str(demo_artifacts[DETECTOR]), "max_batch_size": 4, "batching": batching},
-    ]}
-    server = start_server(tmp_path_factory.mktemp("demo-server"), repository)
-    yield server
-    stop_server(server)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import os
 import onnx
 from onnx import TensorProto, helper
 
-from demo.cli import artifact_is_current
+from demo.artifacts import artifact_is_current
 from export.metadata import EXPORTER_VERSION, write_metadata
 
 

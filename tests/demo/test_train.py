@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 from demo import data, train
 from demo.train import TrainPlan
 
-FEW_STEPS = TrainPlan(steps=12, batch_size=0, learning_rate=2e-3, weight_decay=0.0, warmup_steps=1)
+FEW_STEPS = TrainPlan(steps=20, batch_size=0, learning_rate=2e-3, weight_decay=0.0, warmup_steps=1)
 
 
 @pytest.fixture(autouse=True)
@@ -29,16 +31,20 @@ def test_classifier_loss_decreases_on_a_fixed_batch():
     images = np.stack([data.render_digit(digits[i], np.random.default_rng(int(i))) for i in chosen])
     batch = (train.to_input(images, "demo_digits_cls"), torch.from_numpy(labels[chosen]))
     losses = train._optimise(model, FEW_STEPS, itertools.repeat(batch), train.classification_loss, None)
-    assert losses[-1] < 0.8 * losses[0]
+    assert np.mean(losses[-3:]) < 0.75 * np.mean(losses[:3]), losses
     assert not model.training
 
 
-def test_segmenter_loss_decreases_on_fixed_scenes():
+@pytest.mark.parametrize("seed", [0, 1])
+def test_segmenter_loss_decreases_on_fixed_scenes(seed):
+    """From scratch, with the head's dropout and BatchNorm in training mode: single steps are noisy, so
+    the mean of the last three losses is compared with that of the first three (≈ 0.5× in practice)."""
     pytest.importorskip("models.segmentation.segmentor")
-    model = train.build_untrained("demo_digits_seg", seed=0)
+    model = train.build_untrained("demo_digits_seg", seed=seed)
     batch = data.scenes("train", 2)
-    losses = train._optimise(model, FEW_STEPS, itertools.repeat(batch), train.segmentation_loss, None)
-    assert losses[-1] < 0.8 * losses[0]
+    plan = TrainPlan(steps=20, batch_size=0, learning_rate=4e-3, weight_decay=0.0, warmup_steps=1)
+    losses = train._optimise(model, plan, itertools.repeat(batch), train.segmentation_loss, None)
+    assert np.mean(losses[-3:]) < 0.75 * np.mean(losses[:3]), losses
 
 
 def test_training_is_reproducible_by_seed():
@@ -64,8 +70,50 @@ def test_detector_trains_on_the_frozen_classifier_backbone(tmp_path):
     assert not any(p.requires_grad for p in body.parameters())
     frozen = {k: v.clone() for k, v in body.state_dict().items()}
 
-    plan = TrainPlan(steps=6, batch_size=0, learning_rate=2e-3, weight_decay=0.0, warmup_steps=1)
+    # RPN and RoI sampling are random every step, so compare the means of the first and last three losses.
+    plan = TrainPlan(steps=12, batch_size=0, learning_rate=1e-3, weight_decay=0.0, warmup_steps=1)
     losses = train._optimise(detector, plan, itertools.repeat(data.scenes("train", 1)), train.detection_loss, None)
-    assert losses[-1] < losses[0]
+    assert np.mean(losses[-3:]) < 0.75 * np.mean(losses[:3]), losses
     for name, value in body.state_dict().items():
         torch.testing.assert_close(value, frozen[name], rtol=0, atol=0)
+
+
+def test_quick_schedule_refuses_to_replace_the_committed_weights():
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    result = CliRunner().invoke(app, ["train-demo", "--quick"])
+    assert result.exit_code == 2
+    assert "--output-dir" in result.output
+
+
+def test_ema_weights_are_the_running_average():
+    """With ema_decay the model ends with the exponential moving average of the steps' weights."""
+    model = train.build_untrained("demo_digits_cls", seed=0)
+    digits, labels = data.load_mnist()
+    chosen = data.split_indices("train")[:8]
+    images = np.stack([data.render_digit(digits[i], np.random.default_rng(int(i))) for i in chosen])
+    batch = (train.to_input(images, "demo_digits_cls"), torch.from_numpy(labels[chosen]))
+    plan = TrainPlan(steps=3, batch_size=0, learning_rate=1e-3, weight_decay=0.0, warmup_steps=1, ema_decay=0.5)
+    snapshots = []
+    reference = train.build_untrained("demo_digits_cls", seed=0)
+    train._optimise(reference, dataclasses.replace(plan, ema_decay=0.0), itertools.repeat(batch),
+                    train.classification_loss, lambda *_: snapshots.append(copy.deepcopy(reference.state_dict())))
+    train._optimise(model, plan, itertools.repeat(batch), train.classification_loss, None)
+    name = "head.weight"
+    # AveragedModel: the first update copies, later ones blend: avg ← 0.5·avg + 0.5·new.
+    expected = 0.5 * (0.5 * snapshots[0][name] + 0.5 * snapshots[1][name]) + 0.5 * snapshots[2][name]
+    torch.testing.assert_close(model.state_dict()[name], expected)
+
+
+def test_backbone_learns_at_its_own_rate():
+    model = train.build_untrained("demo_digits_seg", seed=0)
+    plan = TrainPlan(steps=1, batch_size=1, learning_rate=1e-3, backbone_lr_scale=0.25)
+    groups = train._param_groups(model, plan)
+    body = {id(p) for p in train.paca_body(model).parameters()}
+    assert len(groups) == 2 and groups[1]["lr"] == 2.5e-4
+    assert {id(p) for p in groups[1]["params"]} == body
+    assert not body & {id(p) for p in groups[0]["params"]}
+    total = sum(p.numel() for g in groups for p in g["params"])
+    assert total == sum(p.numel() for p in model.parameters())
