@@ -1,6 +1,6 @@
 """Where a request's microseconds go: py-spy on a loaded `paca serve`, per protocol, summed into the steps.
 
-The server serves the demo digit classifier (32², under 1 ms of inference per image: the regime where the
+The server serves the serving benchmark's tiny classifier (32², under 1 ms of inference per image: the regime where the
 serving stack's own cost decides throughput, as PaCa-Tiny on a GPU) with the serving benchmark's settings
 (max batch 8, 2 ms delay, 1 intra-op thread). For each protocol — KServe v2 over HTTP with binary tensors and
 over gRPC (perf_analyzer, C++ client), and REST classify of a real PNG (an aiohttp closed loop) — it loads the
@@ -34,11 +34,10 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.serving import DIGIT_IMAGE, Row, closed_loop, paca_command, rest_sender  # noqa: E402
+from benchmarks.serving import DIGIT_IMAGE, Row, closed_loop, paca_command, rest_sender, tiny_model  # noqa: E402
 from tests.support.server import PERF_ANALYZER, exit_cleanly_on_sigterm, free_port, running_process  # noqa: E402
 
 MODEL = "tiny"
-ARTIFACT = REPO_ROOT / "artifacts" / "demo" / "demo-digits-classifier.onnx"
 # (step, what identifies it in a frame "function (file)"); the innermost frame that matches decides.
 STEPS: list[tuple[str, tuple[str, ...]]] = [
     ("inference (ONNX Runtime)", ("onnxruntime", "onnxruntime_backend.py")),
@@ -119,8 +118,8 @@ def profile(protocol: str, server_pid: int, url: str, grpc_url: str, args: argpa
         time.sleep(3)  # warm: the load reaches its steady state
         raw = workdir / f"{protocol}.txt"
         cpu_before, answered_before, started = cpu_seconds(server_pid), answered(url), time.monotonic()
-        subprocess.run([args.py_spy, "record", "--raw", "--threads", "--nonblocking", "--rate", "200", "--duration",
-                        str(int(args.seconds)), "--pid", str(server_pid), "--output", str(raw)],
+        subprocess.run([args.py_spy, "record", "--format", "raw", "--threads", "--nonblocking", "--rate", "200",
+                        "--duration", str(int(args.seconds)), "--pid", str(server_pid), "--output", str(raw)],
                        check=True, capture_output=True, timeout=args.seconds + 60)
         elapsed = time.monotonic() - started
         cpu, requests = cpu_seconds(server_pid) - cpu_before, answered(url) - answered_before
@@ -169,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("py-spy is needed (make tools installs it into .venv-tools)")
     if not PERF_ANALYZER.exists() and set(args.protocols) - {"rest"}:
         raise SystemExit(f"{PERF_ANALYZER} is missing: make tools")
-    if not ARTIFACT.exists():
-        raise SystemExit(f"{ARTIFACT} is missing: run `.venv/bin/paca demo ensure`")
+    artifact = tiny_model()
     args.output.mkdir(parents=True, exist_ok=True)
     settings = argparse.Namespace(max_batch=8, delay_ms=2.0, model_threads={MODEL: 1})
     results = []
@@ -178,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(folder)
         port, grpc_port = free_port(), free_port()
         url = f"http://127.0.0.1:{port}"
-        command = paca_command({MODEL: ARTIFACT}, port, grpc_port, settings, "adaptive", workdir)
+        command = paca_command({MODEL: artifact}, port, grpc_port, settings, "adaptive", workdir)
         with running_process(command, f"{url}/v2/health/ready", workdir / "server.log") as server:
             for protocol in args.protocols:
                 result = profile(protocol, server.pid, url, f"127.0.0.1:{grpc_port}", args, args.output)
