@@ -175,7 +175,7 @@ def bench_serving_command(
     seconds: Annotated[float, typer.Option(help="Window per system, leg and concurrency, per round.", min=0.1)] = 4.0,
     rounds: Annotated[int, typer.Option(help="Rounds over everything, in rotated order.", min=1)] = 3,
     concurrency: Annotated[str, typer.Option(help="Comma-separated client concurrencies.")] = "1,4,16",
-    models: Annotated[str, typer.Option(help="Comma-separated: tiny (demo classifier, 32×32), paca-tiny "
+    models: Annotated[str, typer.Option(help="Comma-separated: tiny (a tiny PaCa-ViT classifier, 32×32), paca-tiny "
                                         "(PaCa-Tiny 224², random weights).")] = "tiny,paca-tiny",
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads for every model and system "
                                                 "(default: 1 for tiny, 2 for paca-tiny).", min=1)] = None,
