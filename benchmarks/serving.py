@@ -87,26 +87,15 @@ class Row:
 
 # ----------------------------------------------------------------------------------------------- models
 def tiny_model() -> Path:
-    """A 32×32 PaCa-ViT digit classifier of the first demo configuration (embed dims 32–128, depths 1-1-2-1;
-    random weights, speed does not depend on them): well under 1 ms per image on one core, so the serving
-    stack's own cost decides throughput. Fixed here rather than taken from the demo weights, whose model may
-    grow."""
+    """The tiny PaCa-ViT digit classifier (`tiny_digits_cls`: the first demo configuration at 32², random
+    weights, speed does not depend on them): well under 1 ms per image on one core, so the serving stack's own
+    cost decides throughput. Fixed, unlike the demo models, which may grow."""
     path = CACHE / "tiny-classifier-32.onnx"
     if not path.exists():
         from export import export_onnx
-        from models.paca_vit import PaCaConfig, PaCaViT
-        from models.preprocess_spec import PreprocessSpec
-        from models.registry import ArchSpec, register
 
-        config = PaCaConfig(embed_dims=(32, 64, 96, 128), depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8),
-                            clusters=(8, 8, 4, 0), num_classes=10)
-        register(ArchSpec(
-            name="bench_tiny_cls", task="classification", factory=lambda: PaCaViT(config),
-            preprocess=PreprocessSpec(resize_mode="exact", size=(32, 32), interpolation="bilinear"),
-            labels="digits10", description="Serving benchmark's tiny classifier (random weights).",
-        ))
         print(f"exporting the tiny classifier (random weights) to {path} ...", flush=True)
-        export_onnx("bench_tiny_cls", path)
+        export_onnx("tiny_digits_cls", path)
     return path
 
 

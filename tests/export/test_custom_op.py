@@ -95,13 +95,13 @@ def test_cli_export_inline(tmp_path):
 
     output = tmp_path / "cls_inline.onnx"
     torch.manual_seed(0)
-    result = CliRunner().invoke(app, ["export", "--arch", "demo_digits_cls", "--output", str(output), "--inline",
+    result = CliRunner().invoke(app, ["export", "--arch", "tiny_digits_cls", "--output", str(output), "--inline",
                                       "--verify"])
     assert result.exit_code == 0, result.output
     assert "verified batch 1 32x32" in result.output and "verified batch 3 32x32" in result.output
     proto = onnx.load(str(output))
     assert not custom_nodes(proto) and not proto.functions
-    assert read_metadata(proto).arch == "demo_digits_cls"
+    assert read_metadata(proto).arch == "tiny_digits_cls"
     sess = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     logits = sess.run(["logits"], {"pixel_values": np.zeros((3, 3, 32, 32), np.float32)})[0]
     assert logits.shape == (3, 10) and np.isfinite(logits).all()

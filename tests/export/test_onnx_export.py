@@ -55,8 +55,8 @@ def assert_parity(sess: ort.InferenceSession, model: torch.nn.Module, pixels: to
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     torch.manual_seed(0)
-    model = get_arch("demo_digits_cls").factory().eval()
-    path = export_onnx("demo_digits_cls", tmp_path_factory.mktemp("cls") / "cls.onnx", model=model)
+    model = get_arch("tiny_digits_cls").factory().eval()
+    path = export_onnx("tiny_digits_cls", tmp_path_factory.mktemp("cls") / "cls.onnx", model=model)
     return model, path
 
 
@@ -121,7 +121,7 @@ def test_dynamic_axes(classifier, segmenter):
 
 def test_metadata_describes_the_artifact(classifier, segmenter):
     for arch, (_, path), outputs in (
-        ("demo_digits_cls", classifier, ["logits", "clusters_stage1", "clusters_stage2", "clusters_stage3"]),
+        ("tiny_digits_cls", classifier, ["logits", "clusters_stage1", "clusters_stage2", "clusters_stage3"]),
         ("demo_digits_seg", segmenter, ["seg_logits", "clusters_stage1", "clusters_stage2", "clusters_stage3"]),
     ):
         proto = onnx.load(str(path), load_external_data=False)
@@ -160,14 +160,14 @@ def test_verify_catches_a_different_model(classifier):
     assert set(batched.batched_vs_alone) == {"logits", "clusters_stage1", "clusters_stage2", "clusters_stage3"}
     assert max(batched.batched_vs_alone.values()) < ATOL
     torch.manual_seed(123)
-    other = get_arch("demo_digits_cls").factory().eval()
+    other = get_arch("tiny_digits_cls").factory().eval()
     with pytest.raises(AssertionError, match=r"max \|ONNX Runtime − PyTorch\|"):
         verify_export(path, other)
 
 
 def test_export_rejects_old_opset(tmp_path):
     with pytest.raises(ValueError, match="opset"):
-        export_onnx("demo_digits_cls", tmp_path / "x.onnx", opset=17)
+        export_onnx("tiny_digits_cls", tmp_path / "x.onnx", opset=17)
 
 
 @pytest.mark.slow

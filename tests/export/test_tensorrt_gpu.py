@@ -40,7 +40,7 @@ def test_engine_with_plugin_matches_onnxruntime(tmp_path, precision, atol):
     from export.tensorrt.runtime import load_engine
 
     torch.manual_seed(0)
-    onnx_path = export_onnx("demo_digits_cls", tmp_path / "cls.onnx")
+    onnx_path = export_onnx("tiny_digits_cls", tmp_path / "cls.onnx")
     engine_path = tmp_path / "cls.plan"
     profile = ShapeProfile((1, 3, 32, 32), (4, 3, 32, 32), (8, 3, 32, 32))
     manifest = build_engine(onnx_path, engine_path, profile, precision=precision, timing_cache=tmp_path / "t.cache")

@@ -78,7 +78,7 @@ def artifact(path: Path, arch: str, outputs: list[tuple], hw: tuple) -> Path:
 
 
 def test_classification_repository(tmp_path):
-    onnx_path = artifact(tmp_path / "cls.onnx", "demo_digits_cls",
+    onnx_path = artifact(tmp_path / "cls.onnx", "tiny_digits_cls",
                          [("logits", ["batch", 10, 32, 32]), ("clusters_stage1", ["batch", 8, 32, 32])], (32, 32))
     repo = tmp_path / "repo"
     result = CliRunner().invoke(app, ["export-triton", str(onnx_path), "--repository", str(repo),
@@ -102,7 +102,7 @@ def test_classification_repository(tmp_path):
     assert trt_cfg["instance_group"] == [{"name": "digits_trt_0", "count": 1, "kind": "KIND_GPU"}]
     # The artifact's paca.* self-description travels as parameters, for remote PaCa backends to read back.
     for config in (onnx_cfg, trt_cfg):
-        assert config["parameters"]["paca.arch"] == {"string_value": "demo_digits_cls"}
+        assert config["parameters"]["paca.arch"] == {"string_value": "tiny_digits_cls"}
         assert config["parameters"]["paca.task"] == {"string_value": "classification"}
         assert json.loads(config["parameters"]["paca.label_names"]["string_value"])[3] == "class3"
     assert [w["batch_size"] for w in onnx_cfg["model_warmup"]] == [1, 2, 8]
@@ -160,7 +160,7 @@ def test_dense_and_detection_repositories_with_engine(tmp_path):
 
 
 def test_engine_without_manifest_is_refused(tmp_path):
-    onnx_path = artifact(tmp_path / "cls.onnx", "demo_digits_cls", [("logits", ["batch", 10, 32, 32])], (32, 32))
+    onnx_path = artifact(tmp_path / "cls.onnx", "tiny_digits_cls", [("logits", ["batch", 10, 32, 32])], (32, 32))
     engine = tmp_path / "m.plan"
     engine.write_bytes(b"PLAN")
     result = CliRunner().invoke(app, ["export-triton", str(onnx_path), "-r", str(tmp_path / "r"), "--engine",

@@ -29,7 +29,7 @@ def second_server(server, artifacts_dir, tmp_path_factory):
          "options": {"url": server.url, "model": SEGMENTER}, "warmup": {"image_sizes": [[120, 160]]}},
         {"name": "remote-det", "backend": "triton", "max_batch_size": 1,
          "options": {"url": server.url, "model": DETECTOR}, "warmup": {"image_sizes": [[120, 160]]}},
-        {"name": "torch-digits", "backend": "torch", "arch": "demo_digits_cls",
+        {"name": "torch-digits", "backend": "torch", "arch": "tiny_digits_cls",
          "checkpoint": str(artifacts_dir / "classifier.safetensors"), "max_batch_size": 8,
          "options": {"threads": 1}},
     ]}

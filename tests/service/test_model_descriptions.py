@@ -42,4 +42,4 @@ def test_descriptions_and_the_random_weights_warning(artifacts_dir: Path, tmp_pa
             if "RANDOM weights" in server.log():
                 break
             time.sleep(0.1)
-        assert "model 'untrained' (arch demo_digits_cls) has RANDOM weights" in server.log()
+        assert "model 'untrained' (arch tiny_digits_cls) has RANDOM weights" in server.log()

@@ -177,10 +177,10 @@ def test_missing_artifact_falls_back_loudly_to_an_exported_arch(artifacts_dir, t
 
     (tmp_path / "artifacts" / "fallback").mkdir(parents=True)
     # The stand-in export already exists (the export itself is the export engineer's, tested there).
-    shutil.copy(artifacts_dir / "classifier.onnx", tmp_path / "artifacts" / "fallback" / "demo_digits_cls.onnx")
+    shutil.copy(artifacts_dir / "classifier.onnx", tmp_path / "artifacts" / "fallback" / "tiny_digits_cls.onnx")
     repository = {"models": [{"name": "demo-digits-classifier", "max_batch_size": 2,
                               "artifact": str(tmp_path / "artifacts" / "demo" / "demo-digits-classifier.onnx"),
-                              "fallback_arch": "demo_digits_cls"}]}
+                              "fallback_arch": "tiny_digits_cls"}]}
     server = start_server(tmp_path, repository)
     try:
         assert "UNTRAINED (random) weights" in server.log() and "paca demo ensure" in server.log()

@@ -65,7 +65,7 @@ def test_model_metadata_and_config_follow_triton_conventions(client: httpx.Clien
     assert det_metadata["inputs"][0]["shape"] == [-1, 3, -1, -1]
     assert {o["name"]: o["shape"] for o in det_metadata["outputs"]}["num_detections"] == [-1]
     # The artifact's self-description travels as parameters (a remote PaCa backend reads it back).
-    assert config["parameters"]["paca.arch"] == {"string_value": "demo_digits_cls"}
+    assert config["parameters"]["paca.arch"] == {"string_value": "tiny_digits_cls"}
     assert config["parameters"]["paca.labels"] == {"string_value": "digits10"}
     seg_config = client.get(f"/v2/models/{SEGMENTER}/config").json()
     assert seg_config["instance_group"][0]["count"] == 2 and seg_config["parameters"]["paca.task"] == {

@@ -1,7 +1,7 @@
 """ONNX artifacts for the service tests, written per cross-team contract 1 (inputs, outputs, metadata).
 
-- classification: the real PaCa demo classifier (`demo_digits_cls`, random weights) through
-  `export.export_onnx` — the production exporter, custom op, cluster outputs and all.
+- classification: a real PaCa-ViT classifier (`tiny_digits_cls`, the first demo configuration, random
+  weights) through `export.export_onnx` — the production exporter, custom op, cluster outputs and all.
 - segmentation / detection: small convolutional networks exported with torch.onnx, because the PaCa
   detector/segmentor exports take minutes on the CI machine; they have the contract's exact
   inputs/outputs/metadata, dynamic H/W and image-dependent outputs, which is what the service sees.
@@ -141,7 +141,7 @@ def export_tiny_detector(path: Path) -> Path:
 
 
 def export_paca_classifier(path: Path) -> Path:
-    """The demo classifier with seeded random weights; the weights also go to `classifier.safetensors`
+    """The tiny PaCa digit classifier with seeded random weights; the weights also go to `classifier.safetensors`
     beside the final artifact, so the torch backend can serve the very same model."""
     from safetensors.torch import save_file
 
@@ -149,10 +149,10 @@ def export_paca_classifier(path: Path) -> Path:
     from models import build
 
     torch.manual_seed(0)
-    model = build("demo_digits_cls")
+    model = build("tiny_digits_cls")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()},
               str(path.with_name("classifier.safetensors")))
-    return export_onnx("demo_digits_cls", path, model=model)
+    return export_onnx("tiny_digits_cls", path, model=model)
 
 
 def ensure_artifacts(folder: Path) -> Path:
