@@ -62,5 +62,5 @@ def test_the_docs_show_what_the_server_answers(demo_artifacts, curl: str, tmp_pa
     drift = [line for line in result.stderr.splitlines() if ": $" in line]
     from_docs = [line for line in drift if line.startswith(("README.md", "api.md"))]
     assert not from_docs, "the docs' examples drifted; run scripts/render_api_examples.py:\n" + "\n".join(from_docs)
-    assert result.returncode == 1 and any(line.startswith("drifted.md") and "'7' ≠ '1'" in line
+    assert result.returncode == 1 and any(line.startswith("drifted.md") and "'1' ≠ '7'" in line
                                           for line in drift), result.stderr[-3000:]

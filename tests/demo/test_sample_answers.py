@@ -29,6 +29,24 @@ MATCH_IOU = 0.5
 
 pytestmark = pytest.mark.slow
 
+# Samples the committed demo weights still answer wrongly (docs/demo-models.md, "Known misses"): strict, so
+# a model that gets one right fails here until the entry is removed. The held-out figures say how often.
+KNOWN_MISSES = {
+    ("classifier", "digit_09_label9.png"): "an open-looped 9, read as 8 (held-out top-1 98.7 %)",
+    ("detector", "scene_00.png"): "an extra '9' box at 0.51 across the '8' and the digit below it",
+    ("segmenter", "scene_02.jpg"): "the '5' labelled 8 (held-out majority-label accuracy 90.8 %)",
+    ("segmenter", "scene_05.jpg"): "the '2' and the '8' labelled 6",
+}
+
+
+def _samples(model: str, names: list[str]) -> list:
+    """`names` as parameters, the known misses of `model` marked as strict expected failures."""
+    return [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[model, name]))
+        if (model, name) in KNOWN_MISSES else name
+        for name in names
+    ]
+
 
 def _post(server, path: str, name: str, **extra) -> httpx.Response:
     content = (SAMPLES / name).read_bytes()
@@ -79,6 +97,10 @@ def test_matching_flags_misses_wrong_labels_and_duplicates():
     assert extra == [wrong_label, duplicate, stray]
 
 
+def test_known_misses_name_real_samples():
+    assert {name for _, name in KNOWN_MISSES} <= set(TRUTH)
+
+
 def test_truth_file_covers_every_sample_image():
     images = {p.name for p in SAMPLES.iterdir() if p.suffix in (".png", ".jpg")}
     assert images == set(TRUTH), images ^ set(TRUTH)
@@ -87,13 +109,13 @@ def test_truth_file_covers_every_sample_image():
         assert name.endswith(f"_label{TRUTH[name]['label']}.png")
 
 
-@pytest.mark.parametrize("name", DIGIT_FILES)
+@pytest.mark.parametrize("name", _samples("classifier", DIGIT_FILES))
 def test_classifier_reads_each_sample_digit(demo_server, name):
     top = _post(demo_server, f"/v1/models/{CLASSIFIER}/classify?k=3", name).json()["results"][0]["top_k"]
     assert top[0]["label"] == TRUTH[name]["label"], f"{name}: {top}"
 
 
-@pytest.mark.parametrize("name", SCENE_FILES)
+@pytest.mark.parametrize("name", _samples("detector", SCENE_FILES))
 def test_detector_finds_each_sample_digit_and_nothing_else(demo_server, name):
     detections = _post(demo_server, f"/v1/models/{DETECTOR}/detect?masks=false", name).json()["results"][0][
         "detections"
@@ -102,7 +124,7 @@ def test_detector_finds_each_sample_digit_and_nothing_else(demo_server, name):
     assert not missed and not extra, f"{name}: missed {missed}, extra {extra}; all: {detections}"
 
 
-@pytest.mark.parametrize("name", SCENE_FILES)
+@pytest.mark.parametrize("name", _samples("segmenter", SCENE_FILES))
 def test_segmenter_labels_each_sample_digit(demo_server, name):
     """The most frequent label over each digit's stroke pixels (background included) is that digit."""
     response = _post(demo_server, f"/v1/models/{SEGMENTER}/segment", name, headers={"Accept": "image/png"})
