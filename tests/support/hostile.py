@@ -272,7 +272,26 @@ def trickled_body(host: str, port: int, path: str, wait_s: float = 30.0) -> tupl
                 answer = sock.recv(4000)
             except TimeoutError:
                 continue
-    return answer, time.monotonic() - started
+        answered = time.monotonic() - started
+        sock.settimeout(5.0)
+        while answer and not _complete(answer):  # the body may come in a later packet than the headers
+            chunk = sock.recv(4000)
+            if not chunk:
+                break
+            answer += chunk
+    return answer, answered
+
+
+def _complete(answer: bytes) -> bool:
+    """Whether `answer` holds a whole HTTP response: headers and Content-Length bytes of body."""
+    head, separator, body = answer.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return True
 
 
 def rss_kib(pid: int) -> dict[str, int]:
