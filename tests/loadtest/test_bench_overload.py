@@ -9,46 +9,35 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from benchmarks.overload import _send_open_loop
+from tests.support.stub_http import StubHandler, serving
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StubHandler):
     """Every other request is turned away with 503 and Retry-After, as an overloaded server does."""
 
-    protocol_version = "HTTP/1.1"
     count = 0
     lock = threading.Lock()
 
     def do_POST(self) -> None:  # http.server calls do_<METHOD>
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_body()
         with self.lock:
             type(self).count += 1
             busy = self.count % 2 == 0
-        body = b'{"error": "queue full"}' if busy else b'{"results": [{}]}'
-        self.send_response(503 if busy else 200)
         if busy:
-            self.send_header("Retry-After", "1")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            self.answer(503, b'{"error": "queue full"}', {"Retry-After": "1"})
+        else:
+            self.answer(200, b'{"results": [{}]}')
 
 
 @pytest.fixture
 def server() -> Iterator[str]:
     _Handler.count = 0
-    http = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_address[1]}"
-    http.shutdown()
-    http.server_close()
+    with serving(_Handler) as url:
+        yield url
 
 
 def _run(url: str, rate: float, seconds: float) -> dict:

@@ -9,13 +9,13 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
 
 from loadtest import driver, http_load
 from loadtest.workload import HttpRequest
+from tests.support.stub_http import StubHandler, serving
 
 CLASSIFY = HttpRequest("/v1/models/m/classify?k=5", b"png bytes", {"Content-Type": "image/png"}, "x.png")
 
@@ -50,17 +50,16 @@ def test_a_server_that_never_answers_is_recorded_as_timeout() -> None:
         assert _send(f"http://127.0.0.1:{silent.getsockname()[1]}", CLASSIFY, timeout_s=0.5) == ("timeout", False)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StubHandler):
     """Answers by path: /hangup closes without a word, /v2... a binary-tensor answer, /busy 503, /wrong a 200 with
     the wrong shape, anything else a one-result REST answer. Records every path; /barrier... first waits until
     `barrier` requests are inside the server at the same time."""
 
-    protocol_version = "HTTP/1.1"
     paths: ClassVar[list[str]] = []
     barrier: ClassVar[threading.Barrier | None] = None
 
     def do_POST(self) -> None:  # http.server calls do_<METHOD>
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_body()
         self.paths.append(self.path)
         if self.path.endswith("/hangup"):
             self.close_connection = True
@@ -69,38 +68,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.barrier.wait(timeout=30)
         if self.path.startswith("/v2"):
             header = json.dumps({"outputs": [{"name": "logits", "parameters": {"binary_data_size": 8}}]}).encode()
-            self._answer(200, header + bytes(8), {"inference-header-content-length": str(len(header))})
+            self.answer(200, header + bytes(8), {"inference-header-content-length": str(len(header))})
         elif self.path.endswith("/busy"):
-            self._answer(503, b'{"error": "queue full"}', {})
+            self.answer(503, b'{"error": "queue full"}', {})
         elif self.path.endswith("/wrong"):
-            self._answer(200, b'{"results": []}', {})
+            self.answer(200, b'{"results": []}', {})
         else:
-            self._answer(200, b'{"results": [{"label": "3"}]}', {})
-
-    def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for name, value in {"Content-Length": str(len(body)), **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            self.answer(200, b'{"results": [{"label": "3"}]}', {})
 
 
 @pytest.fixture
 def server() -> Iterator[str]:
     _Handler.paths = []
-
-    class Server(ThreadingHTTPServer):
-        request_queue_size = 256  # the listen backlog: every connection of the pool test is accepted at once
-
-    http = Server(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_address[1]}"
-    http.shutdown()
-    http.server_close()
+    # The listen backlog: every connection of the pool test is accepted at once.
+    with serving(_Handler, backlog=256) as url:
+        yield url
 
 
 def test_statuses_and_answer_checks_of_a_real_server(server: str) -> None:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -25,6 +23,7 @@ from loadtest.sweep import OUTPUT_FILES
 from service.cli import app
 from tests.loadtest.conftest import CLASSIFIER
 from tests.support.server import ServerProcess
+from tests.support.stub_http import StubHandler, serving
 
 TASK_ENDPOINT = {"classification": "classify", "detection": "detect", "segmentation": "segment"}
 
@@ -214,33 +213,22 @@ def test_arrival_schedules() -> None:
     assert sum(gaps) / len(gaps) == pytest.approx(1 / 200, rel=0.1)
 
 
-class _SlowHandler(BaseHTTPRequestHandler):
+class _SlowHandler(StubHandler):
     """A real HTTP server whose every answer takes 0.3 s: what an overloaded model server looks like."""
 
+    protocol_version = "HTTP/1.0"  # one request per connection
     delay_s = 0.3
 
     def do_POST(self) -> None:  # http.server calls do_<METHOD>
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_body()
         time.sleep(self.delay_s)
-        body = b'{"results": [{}]}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(200, b'{"results": [{}]}', {"Content-Type": "application/json"})
 
 
 @pytest.fixture
 def slow_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_SlowHandler) as url:
+        yield url
 
 
 def _max_overlap(samples: list[driver.Sample]) -> int:
