@@ -48,8 +48,8 @@ def train_demo(
 ) -> None:
     """Train the demo models on CPU (seeded, reproducible) and save their weights as float16 safetensors.
 
-    The committed weights are exactly what `OMP_NUM_THREADS=1 paca train-demo` writes (see
-    docs/demo-models.md for the schedule and how long it takes).
+    The committed weights come from these plans (`OMP_NUM_THREADS=1 paca train-demo`; docs/demo-models.md
+    gives the schedules, how long they take and how the committed files were produced).
     """
     from demo.train import PLANS, QUICK_PLANS, train_and_save
 

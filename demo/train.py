@@ -8,6 +8,7 @@ to an uploaded image, so served answers match the offline figures. Training scen
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import random
 import time
@@ -23,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from demo import augment, data
+from demo import augment, calibrate, data
 from models.demo.archs import DIGIT_SIZE, SCENE_HW, weights_path
 from models.preprocess import RESAMPLING
 from models.registry import get_arch
@@ -33,11 +34,14 @@ CURRICULUM_EPOCHS = 4
 # everywhere", and on thin strokes it stays too shy: digit pixels count twice as much (the argmax then
 # calls a pixel a digit from about p = 1/3, which also keeps each digit's label in the majority).
 SEG_CLASS_WEIGHTS = torch.tensor([0.5] + [1.0] * 10)
+SMALL_DIGIT_AREA = 150.0  # ink pixels of a digit about 24 px tall: the unit of `TrainPlan.small_digit_power`
+SMALL_DIGIT_WEIGHT_RANGE = (0.5, 3.0)
 IGNORE_INDEX = 255  # padding in segmentation targets
 # Thin strokes make the 28×28 masks the detector's weakest output (box IoU ≈ 0.9, mask IoU 0.6–0.8 on a
 # first schedule): the mask loss counts twice.
 DET_MASK_LOSS_WEIGHT = 2.0
 ProgressHook = Callable[[int, int, float], None]  # (step, total, loss)
+CalibrationHook = Callable[[calibrate.Calibration], None]
 
 
 @dataclass(frozen=True)
@@ -57,23 +61,42 @@ class TrainPlan:
     distort: bool = False  # classifier: vary digit shapes every epoch (`data.distort_digit`)
     backbone_lr_scale: float = 1.0  # scene models: learning rate of the adopted backbone relative to the rest
     ema_decay: float = 0.0  # > 0: the saved weights are this exponential moving average of the trained ones
+    calibration_scenes: int = 0  # scene models: > 0 tunes an output-logit offset on this many scenes (demo.calibrate)
+    # Segmenter: digit pixels weigh (SMALL_DIGIT_AREA / digit area) ** power (clipped to 0.5–3) instead of 1,
+    # so a 16-px digit counts about as much as a 56-px one in the loss, as it does in the majority figure.
+    small_digit_power: float = 0.0
+    # A follow-on stage: trains on from this stage's weights with a fresh optimiser and schedule (its own
+    # steps, learning rate and loss settings) and the next seed's batch order over the same scene pool.
+    then: TrainPlan | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + (self.then.total_steps if self.then is not None else 0)
 
 
 PLANS: dict[str, TrainPlan] = {
     "demo_digits_cls": TrainPlan(steps=5000, batch_size=64, learning_rate=1e-3, distort=True, ema_decay=0.999),
     "demo_digits_seg": TrainPlan(
         steps=12000, batch_size=4, learning_rate=1e-3, warmup_steps=200, train_scenes=4000,
-        backbone_from="demo_digits_cls", backbone_lr_scale=0.5,
+        backbone_from="demo_digits_cls", backbone_lr_scale=0.5, calibration_scenes=calibrate.CALIBRATION_SCENES,
+        then=TrainPlan(
+            steps=4000, batch_size=4, learning_rate=3e-4, warmup_steps=100, backbone_lr_scale=0.5,
+            small_digit_power=0.5,
+        ),
     ),
     "demo_digits_det": TrainPlan(
         steps=4000, batch_size=4, learning_rate=1e-3, warmup_steps=200, train_scenes=4000,
-        backbone_from="demo_digits_cls", backbone_lr_scale=0.5,
+        backbone_from="demo_digits_cls", backbone_lr_scale=0.5, calibration_scenes=calibrate.CALIBRATION_SCENES,
     ),
 }
 # `paca train-demo --quick`: the same code path in about a minute, for CI smoke runs; the weights are
 # far from the committed ones and only prove that training runs end to end.
 QUICK_PLANS: dict[str, TrainPlan] = {
-    arch: dataclasses.replace(plan, steps=20, warmup_steps=5, train_scenes=min(plan.train_scenes, 16))
+    arch: dataclasses.replace(
+        plan, steps=20, warmup_steps=5, train_scenes=min(plan.train_scenes, 16),
+        calibration_scenes=min(plan.calibration_scenes, 8),
+        then=dataclasses.replace(plan.then, steps=10, warmup_steps=2) if plan.then is not None else None,
+    )
     for arch, plan in PLANS.items()
 }
 
@@ -215,11 +238,28 @@ def padded_inputs(batch: list[data.Scene], arch: str) -> tuple[torch.Tensor, tor
     return pixels, target
 
 
-def segmentation_loss(model: nn.Module, batch: list[data.Scene]) -> torch.Tensor:
-    """Cross-entropy of the 1/4-resolution logits upsampled to the full scene, as mmseg trains."""
+def pixel_weights(batch: list[data.Scene], target: torch.Tensor, small_digit_power: float) -> torch.Tensor:
+    """Per-pixel loss weights: SEG_CLASS_WEIGHTS by target class, and with `small_digit_power` > 0 each
+    digit's pixels weighted by its size instead (small digits up, large ones down); padding 0."""
+    weights = SEG_CLASS_WEIGHTS[target.clamp(max=len(SEG_CLASS_WEIGHTS) - 1)]
+    weights[target == IGNORE_INDEX] = 0.0
+    if small_digit_power:
+        for row, item in enumerate(batch):
+            height, width = item.image.shape[:2]
+            for mask in item.masks:
+                weight = np.clip((SMALL_DIGIT_AREA / mask.sum()) ** small_digit_power, *SMALL_DIGIT_WEIGHT_RANGE)
+                weights[row, :height, :width][torch.from_numpy(mask)] = float(weight)
+    return weights
+
+
+def segmentation_loss(model: nn.Module, batch: list[data.Scene], small_digit_power: float = 0.0) -> torch.Tensor:
+    """Pixel-weighted cross-entropy of the 1/4-resolution logits upsampled to the full scene (as mmseg
+    trains); the weights are `pixel_weights`."""
     pixels, target = padded_inputs(batch, "demo_digits_seg")
     logits = F.interpolate(model(pixels), size=target.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, target, weight=SEG_CLASS_WEIGHTS, ignore_index=IGNORE_INDEX)
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+    weights = pixel_weights(batch, target, small_digit_power)
+    return (per_pixel * weights).sum() / weights.sum()
 
 
 def detection_loss(model: nn.Module, batch: list[data.Scene]) -> torch.Tensor:
@@ -268,8 +308,10 @@ def train_arch(
     plan: TrainPlan | None = None,
     on_step: ProgressHook | None = None,
     weights_dir: Path | None = None,
+    on_calibrated: CalibrationHook | None = None,
 ):
-    """Train one demo arch (from scratch, or on a trained classifier's backbone); returns (eval model, losses)."""
+    """Train one demo arch (from scratch, or on a trained classifier's backbone) and calibrate a scene
+    model's output offset when its plan asks; returns (eval model, losses)."""
     plan = plan or PLANS[arch]
     model = build_untrained(arch, seed)
     if plan.backbone_from is not None:
@@ -279,15 +321,37 @@ def train_arch(
         if not source.exists():
             raise FileNotFoundError(f"{arch} builds on {plan.backbone_from}; train that first ({source})")
         adopt_backbone(model, source, plan.freeze_backbone)
-    if arch == "demo_digits_cls":
-        batches: Iterator[object] = digit_batches(plan.batch_size, seed, plan.distort)
-        loss_of: Callable[[nn.Module, object], torch.Tensor] = classification_loss  # type: ignore[assignment]
-    else:
-        pool = [augment.training_scene(index, seed, SCENE_HW) for index in range(plan.train_scenes)]
-        batches = scene_batches(pool, plan.batch_size, seed)
-        loss_of = segmentation_loss if arch == "demo_digits_seg" else detection_loss  # type: ignore[assignment]
-    losses = _optimise(model, plan, batches, loss_of, on_step)
+    pool = [augment.training_scene(index, seed, SCENE_HW) for index in range(plan.train_scenes)]
+    losses: list[float] = []
+    stage: TrainPlan | None = plan
+    stage_seed = seed
+    while stage is not None:
+        done = len(losses)
+
+        def stage_step(step: int, _total: int, loss: float, done: int = done) -> None:
+            if on_step is not None:
+                on_step(done + step, plan.total_steps, loss)
+
+        batches, loss_of = _stage_data(arch, stage, stage_seed, pool)
+        losses += _optimise(model, stage, batches, loss_of, stage_step)
+        stage, stage_seed = stage.then, stage_seed + 1
+    if plan.calibration_scenes:
+        chosen = calibrate.calibrate_arch(arch, model, plan.calibration_scenes)
+        if chosen is not None and on_calibrated is not None:
+            on_calibrated(chosen)
     return model, losses
+
+
+def _stage_data(
+    arch: str, stage: TrainPlan, seed: int, pool: list[data.Scene]
+) -> tuple[Iterator[object], Callable[[nn.Module, object], torch.Tensor]]:
+    """One stage's endless batches and loss function."""
+    if arch == "demo_digits_cls":
+        return digit_batches(stage.batch_size, seed, stage.distort), classification_loss  # type: ignore[return-value]
+    batches = scene_batches(pool, stage.batch_size, seed)
+    if arch == "demo_digits_seg":
+        return batches, functools.partial(segmentation_loss, small_digit_power=stage.small_digit_power)  # type: ignore[return-value]
+    return batches, detection_loss  # type: ignore[return-value]
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -315,15 +379,21 @@ def train_and_save(
                TextColumn("loss {task.fields[loss]:.4f}"))
     with Progress(*columns) as progress:
         for arch in arches:
-            task = progress.add_task(arch, total=plans[arch].steps, loss=float("nan"))
+            task = progress.add_task(arch, total=plans[arch].total_steps, loss=float("nan"))
 
             def report(step: int, total: int, loss: float, task: int = task, arch: str = arch) -> None:
                 progress.update(task, completed=step, loss=loss)
                 if not progress.console.is_terminal and step % max(1, total // 10) == 0:
                     progress.console.print(f"{arch}: step {step}/{total} loss {loss:.4f}")  # logs, CI
 
+            def calibrated(chosen: calibrate.Calibration, arch: str = arch) -> None:
+                tried = ", ".join(f"{offset:g}: {figure:.2f}" for offset, figure in chosen.figures.items())
+                progress.console.print(f"{arch}: calibrated output offset {chosen.offset:g} (figures: {tried})")
+
             started = time.perf_counter()
-            model, _ = train_arch(arch, seed=seed, plan=plans[arch], on_step=report, weights_dir=output_dir)
+            model, _ = train_arch(
+                arch, seed=seed, plan=plans[arch], on_step=report, weights_dir=output_dir, on_calibrated=calibrated
+            )
             seconds[arch] = time.perf_counter() - started
             target = (output_dir / f"{arch}.safetensors") if output_dir else weights_path(arch)
             save_weights(model, target)

@@ -9,6 +9,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from demo import data, train
 from demo.train import TrainPlan
@@ -117,3 +118,57 @@ def test_backbone_learns_at_its_own_rate():
     assert not body & {id(p) for p in groups[0]["params"]}
     total = sum(p.numel() for g in groups for p in g["params"])
     assert total == sum(p.numel() for p in model.parameters())
+
+
+def test_segmentation_loss_without_size_weights_is_class_weighted_cross_entropy():
+    """power 0 is exactly mmseg's class-weighted mean cross-entropy (torch's own `weight=` reduction)."""
+    model = train.build_untrained("demo_digits_seg", seed=0).eval()
+    batch = data.scenes("train", 2)
+    torch.manual_seed(0)
+    ours = train.segmentation_loss(model, batch)
+    pixels, target = train.padded_inputs(batch, "demo_digits_seg")
+    logits = F.interpolate(model(pixels), size=target.shape[-2:], mode="bilinear", align_corners=False)
+    reference = F.cross_entropy(
+        logits, target, weight=train.SEG_CLASS_WEIGHTS, ignore_index=train.IGNORE_INDEX
+    )
+    torch.testing.assert_close(ours, reference)
+
+
+def test_small_digits_weigh_more_with_size_weights():
+    batch = data.scenes("train", 3)
+    _, target = train.padded_inputs(batch, "demo_digits_seg")
+    weights = train.pixel_weights(batch, target, small_digit_power=0.5)
+    low, high = train.SMALL_DIGIT_WEIGHT_RANGE
+    for row, item in enumerate(batch):
+        for mask in item.masks:
+            values = weights[row][torch.from_numpy(mask)]
+            assert torch.all(values == values[0])  # one weight per digit
+            expected = np.clip((train.SMALL_DIGIT_AREA / mask.sum()) ** 0.5, low, high)
+            assert values[0].item() == pytest.approx(expected)
+        height, width = item.image.shape[:2]
+        background = torch.from_numpy(item.semantic_map() == 0)
+        assert torch.all(weights[row][:height, :width][background] == train.SEG_CLASS_WEIGHTS[0])
+    assert torch.all(weights[target == train.IGNORE_INDEX] == 0)
+    by_area = sorted(
+        (mask.sum(), weights[row][torch.from_numpy(mask)][0].item())
+        for row, item in enumerate(batch)
+        for mask in item.masks
+    )
+    assert by_area[0][1] > by_area[-1][1]  # the smallest digit outweighs the largest
+
+
+def test_follow_on_stage_trains_on_from_the_first_and_reports_every_step():
+    """A plan with `then` runs both stages in one model (the second starting where the first ended) and
+    reports steps 1..total_steps to the progress hook."""
+    pytest.importorskip("models.segmentation.segmentor")
+    second = TrainPlan(steps=2, batch_size=2, learning_rate=1e-3, warmup_steps=1, small_digit_power=0.5)
+    plan = TrainPlan(steps=2, batch_size=2, learning_rate=1e-3, warmup_steps=1, train_scenes=4, then=second)
+    seen: list[tuple[int, int]] = []
+    staged, losses = train.train_arch(
+        "demo_digits_seg", seed=3, plan=plan, on_step=lambda step, total, _loss: seen.append((step, total))
+    )
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)] and len(losses) == 4
+    first_only, first_losses = train.train_arch("demo_digits_seg", seed=3, plan=dataclasses.replace(plan, then=None))
+    assert first_losses == losses[:2]
+    pairs = zip(staged.state_dict().values(), first_only.state_dict().values(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs), "the second stage should have moved the weights"
