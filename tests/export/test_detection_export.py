@@ -97,7 +97,9 @@ def test_batch_of_three_equals_each_alone_and_pytorch(detector, scenes):
     Every step after the backbone is per image (NMS per image, each image's own offsets, per-RoI heads).
     With one intra-op thread ONNX Runtime computes each image's rows with the same kernels in the same
     order at any batch size: bit-identical. With two threads it splits some reductions by the total work,
-    so floats agree to rounding (≈1e-7 relative) and the discrete outputs (counts, labels) are identical."""
+    so floats agree to rounding only — up to about 1e-4 relative after the RoI heads' convolutions and the
+    mask sigmoid (seen: 1.5e-5 absolute on a 0.3 mask probability) — and the discrete outputs (counts,
+    labels) are identical."""
     model, path, sess = detector
     batched, alone = _batched_and_alone(_session(path, 1), scenes)
     counts = batched[4].tolist()
@@ -111,7 +113,7 @@ def test_batch_of_three_equals_each_alone_and_pytorch(detector, scenes):
         for name, one, rows in zip(OUTPUTS, outputs, threaded, strict=True):
             if one.dtype == np.int64:
                 np.testing.assert_array_equal(one[0], rows[image], err_msg=f"{name}, image {image}, 2 threads")
-            np.testing.assert_allclose(one[0], rows[image], rtol=1e-5, atol=1e-5, err_msg=f"{name}, image {image}")
+            np.testing.assert_allclose(one[0], rows[image], rtol=1e-4, atol=1e-4, err_msg=f"{name}, image {image}")
     for name, g, w in zip(OUTPUTS, batched, _torch(model, scenes), strict=True):
         assert g.shape == w.shape and g.dtype == w.dtype, name
         np.testing.assert_allclose(g, w, rtol=0, atol=ATOL, err_msg=name)
