@@ -87,6 +87,7 @@ PLANS: dict[str, TrainPlan] = {
     "demo_digits_det": TrainPlan(
         steps=4000, batch_size=4, learning_rate=1e-3, warmup_steps=200, train_scenes=4000,
         backbone_from="demo_digits_cls", backbone_lr_scale=0.5, calibration_scenes=calibrate.CALIBRATION_SCENES,
+        then=TrainPlan(steps=2000, batch_size=4, learning_rate=3e-4, warmup_steps=100, backbone_lr_scale=0.5),
     ),
 }
 # `paca train-demo --quick`: the same code path in about a minute, for CI smoke runs; the weights are
