@@ -13,6 +13,18 @@ from tests.support.server import start_server, stop_server
 CLASSIFIER, DETECTOR, SEGMENTER = (SERVED_NAMES[a] for a in ("demo_digits_cls", "demo_digits_det", "demo_digits_seg"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """PyTorch on one thread for the test, restored afterwards: the 2-core CI machine also runs the
+    server under test, and single-thread results do not depend on how a machine splits the work."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def demo_artifacts() -> dict[str, Path]:
     """ONNX artifacts of the committed demo weights, made by the production exporter.

@@ -15,7 +15,6 @@ import io
 import httpx
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -30,7 +29,12 @@ CONCURRENCY = 16
 TOLERANCE = 0.5  # percentage points
 MIN_MIOU = 10.0  # background alone scores ~8.5 (one class of 11 at ~93% IoU)
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
+# Offline PyTorch on one thread (as it was measured), so it does not compete with the server under test.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -62,7 +66,6 @@ def scenes():
 
 def test_classifier_top1_through_rest_matches_pytorch(demo_server):
     images, labels = evaluate.heldout_digits(DIGITS)
-    torch.set_num_threads(1)
     offline = evaluate.top1_accuracy(evaluate.predict_digits(load_trained("demo_digits_cls"), images), labels)
 
     before = httpx.get(f"{demo_server.url}/metrics").text

@@ -14,15 +14,9 @@ import torch.nn.functional as F
 from demo import data, train
 from demo.train import TrainPlan
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FEW_STEPS = TrainPlan(steps=20, batch_size=0, learning_rate=2e-3, weight_decay=0.0, warmup_steps=1)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_classifier_loss_decreases_on_a_fixed_batch():
