@@ -12,14 +12,21 @@ from typing import Annotated
 import typer
 
 from demo.artifacts import DEFAULT_ARTIFACTS
+from models.demo.archs import BACKBONE_PRETRAINING
 
 DEMO_ARCHS = ("demo_digits_cls", "demo_digits_seg", "demo_digits_det")
+# `paca train-demo` also trains the scene models' pre-trained body, first (it is not served).
+TRAINED = (BACKBONE_PRETRAINING, *DEMO_ARCHS)
 LATENCY_IMAGES = 50
 
 demo_app = typer.Typer(help="The bundled demo models (MNIST digits).", no_args_is_help=True)
 
 ArchOption = Annotated[
     list[str] | None, typer.Option("--arch", help="Demo arch(s) to act on (repeatable); default: all three.")
+]
+TrainOption = Annotated[
+    list[str] | None,
+    typer.Option("--arch", help=f"What to train (repeatable): {', '.join(TRAINED)}; default: all, in that order."),
 ]
 
 
@@ -28,16 +35,16 @@ def register(app: typer.Typer) -> None:
     app.add_typer(demo_app, name="demo")
 
 
-def _chosen(arches: list[str] | None) -> list[str]:
-    chosen = arches or list(DEMO_ARCHS)
-    unknown = sorted(set(chosen) - set(DEMO_ARCHS))
+def _chosen(arches: list[str] | None, known: tuple[str, ...] = DEMO_ARCHS) -> list[str]:
+    chosen = arches or list(known)
+    unknown = sorted(set(chosen) - set(known))
     if unknown:
-        raise typer.BadParameter(f"unknown demo arch(s) {', '.join(unknown)}; choose from {', '.join(DEMO_ARCHS)}")
+        raise typer.BadParameter(f"unknown demo arch(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     return chosen
 
 
 def train_demo(
-    arch: ArchOption = None,
+    arch: TrainOption = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and data order.")] = 0,
     output_dir: Annotated[
         Path | None, typer.Option(help="Where to write <arch>.safetensors; default: models/demo/weights/.")
@@ -56,7 +63,8 @@ def train_demo(
     if quick and output_dir is None:
         raise typer.BadParameter("--quick weights are for smoke runs only; give --output-dir so that they do "
                                  "not replace the committed weights", param_hint="--quick")
-    seconds = train_and_save(_chosen(arch), seed=seed, output_dir=output_dir, plans=QUICK_PLANS if quick else PLANS)
+    plans = QUICK_PLANS if quick else PLANS
+    seconds = train_and_save(_chosen(arch, TRAINED), seed=seed, output_dir=output_dir, plans=plans)
     for name, took in seconds.items():
         typer.echo(f"{name}: trained in {took / 60:.1f} min")
 
@@ -89,10 +97,11 @@ def _ensure_one(name: str, artifacts_dir: Path, seed: int) -> None:
     from models.demo.archs import weights_path
 
     if not weights_path(name).exists():
-        from demo.train import train_and_save
+        from demo.train import train_and_save, training_chain
 
-        typer.echo(f"{name}: no weights at {weights_path(name)}; training (seed {seed})")
-        train_and_save([name], seed=seed)
+        chain = training_chain(name)
+        typer.echo(f"{name}: no weights at {weights_path(name)}; training {', '.join(chain)} (seed {seed})")
+        train_and_save(chain, seed=seed)
     typer.echo(f"{name}: exporting {artifact_path(name, artifacts_dir)}")
     fresh_artifact(name, artifacts_dir)
 

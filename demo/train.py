@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from demo import augment, calibrate, data
-from models.demo.archs import DIGIT_SIZE, SCENE_HW, weights_path
+from models.demo.archs import BACKBONE_PRETRAINING, DIGIT_SIZE, SCENE_HW, build_backbone_pretraining, weights_path
 from models.preprocess import RESAMPLING
 from models.registry import get_arch
 
@@ -54,8 +54,8 @@ class TrainPlan:
     weight_decay: float = 0.05
     warmup_steps: int = 50
     train_scenes: int = 0  # scene pool size (scene models only)
-    # Scene models start from the trained classifier's backbone (same PaCa config), the demo's stand-in
-    # for ImageNet pre-training, and fine-tune it (or keep it frozen, the cheapest schedule).
+    # Scene models start from a trained digit classifier's PaCa body (BACKBONE_PRETRAINING, same config),
+    # the demo's stand-in for ImageNet pre-training, and fine-tune it (or keep it frozen, the cheapest schedule).
     backbone_from: str | None = None
     freeze_backbone: bool = False
     distort: bool = False  # classifier: vary digit shapes every epoch (`data.distort_digit`)
@@ -65,6 +65,9 @@ class TrainPlan:
     # Segmenter: digit pixels weigh (SMALL_DIGIT_AREA / digit area) ** power (clipped to 0.5–3) instead of 1,
     # so a 16-px digit counts about as much as a 56-px one in the loss, as it does in the majority figure.
     small_digit_power: float = 0.0
+    # Scene models: 0..this many extra distractor strokes drawn through each pool scene's digits, beneath their
+    # ink, for this stage (`augment.cross_digits`), so that a crossed digit is still read by its own colour.
+    crossing_strokes: int = 0
     # A follow-on stage: trains on from this stage's weights with a fresh optimiser and schedule (its own
     # steps, learning rate and loss settings) and the next seed's batch order over the same scene pool.
     then: TrainPlan | None = None
@@ -75,10 +78,11 @@ class TrainPlan:
 
 
 PLANS: dict[str, TrainPlan] = {
+    BACKBONE_PRETRAINING: TrainPlan(steps=5000, batch_size=64, learning_rate=1e-3, distort=True, ema_decay=0.999),
     "demo_digits_cls": TrainPlan(steps=5000, batch_size=64, learning_rate=1e-3, distort=True, ema_decay=0.999),
     "demo_digits_seg": TrainPlan(
         steps=12000, batch_size=4, learning_rate=1e-3, warmup_steps=200, train_scenes=4000,
-        backbone_from="demo_digits_cls", backbone_lr_scale=0.5, calibration_scenes=calibrate.CALIBRATION_SCENES,
+        backbone_from=BACKBONE_PRETRAINING, backbone_lr_scale=0.5, calibration_scenes=calibrate.CALIBRATION_SCENES,
         then=TrainPlan(
             steps=4000, batch_size=4, learning_rate=3e-4, warmup_steps=100, backbone_lr_scale=0.5,
             small_digit_power=0.5,
@@ -86,10 +90,13 @@ PLANS: dict[str, TrainPlan] = {
     ),
     "demo_digits_det": TrainPlan(
         steps=4000, batch_size=4, learning_rate=1e-3, warmup_steps=200, train_scenes=4000,
-        backbone_from="demo_digits_cls", backbone_lr_scale=0.5, calibration_scenes=calibrate.CALIBRATION_SCENES,
+        backbone_from=BACKBONE_PRETRAINING, backbone_lr_scale=0.5, calibration_scenes=calibrate.CALIBRATION_SCENES,
         then=TrainPlan(steps=2000, batch_size=4, learning_rate=3e-4, warmup_steps=100, backbone_lr_scale=0.5),
     ),
 }
+# What `paca train-demo` trains, in this order: each model's `backbone_from` comes before it.
+TRAINING_ORDER = tuple(PLANS)
+DIGIT_TARGETS = (BACKBONE_PRETRAINING, "demo_digits_cls")  # trained on single digits, the rest on scenes
 # `paca train-demo --quick`: the same code path in about a minute, for CI smoke runs; the weights are
 # far from the committed ones and only prove that training runs end to end.
 QUICK_PLANS: dict[str, TrainPlan] = {
@@ -283,9 +290,20 @@ def detection_loss(model: nn.Module, batch: list[data.Scene]) -> torch.Tensor:
 # Entry points
 
 
+def _factory(arch: str) -> Callable[[], nn.Module]:
+    return build_backbone_pretraining if arch == BACKBONE_PRETRAINING else get_arch(arch).factory
+
+
 def build_untrained(arch: str, seed: int) -> nn.Module:
     seed_everything(seed)
-    return get_arch(arch).factory()
+    return _factory(arch)()
+
+
+def training_chain(arch: str) -> list[str]:
+    """`arch` preceded by whatever it builds on that has no weights yet (what `paca demo ensure` trains)."""
+    source = PLANS[arch].backbone_from
+    before = training_chain(source) if source is not None and not weights_path(source).exists() else []
+    return [*before, arch]
 
 
 def paca_body(model: nn.Module) -> nn.Module:
@@ -295,7 +313,7 @@ def paca_body(model: nn.Module) -> nn.Module:
 
 
 def adopt_backbone(model: nn.Module, classifier_weights: Path, freeze: bool) -> None:
-    """Load the trained classifier's PaCa-ViT weights (minus its head) into `model`'s backbone."""
+    """Load a trained digit classifier's PaCa-ViT weights (minus its head) into `model`'s backbone."""
     state = {k: v for k, v in load_file(str(classifier_weights)).items() if not k.startswith("head.")}
     body = paca_body(model)
     body.load_state_dict(state, strict=True)
@@ -311,7 +329,7 @@ def train_arch(
     weights_dir: Path | None = None,
     on_calibrated: CalibrationHook | None = None,
 ):
-    """Train one demo arch (from scratch, or on a trained classifier's backbone) and calibrate a scene
+    """Train one demo arch (from scratch, or on a pre-trained digit classifier's body) and calibrate a scene
     model's output offset when its plan asks; returns (eval model, losses)."""
     plan = plan or PLANS[arch]
     model = build_untrained(arch, seed)
@@ -333,7 +351,11 @@ def train_arch(
             if on_step is not None:
                 on_step(done + step, plan.total_steps, loss)
 
-        batches, loss_of = _stage_data(arch, stage, stage_seed, pool)
+        stage_pool = pool
+        if stage.crossing_strokes:
+            stage_pool = [_crossed(item, np.random.default_rng((stage_seed, 4, index)), stage.crossing_strokes)
+                          for index, item in enumerate(pool)]
+        batches, loss_of = _stage_data(arch, stage, stage_seed, stage_pool)
         losses += _optimise(model, stage, batches, loss_of, stage_step)
         stage, stage_seed = stage.then, stage_seed + 1
     if plan.calibration_scenes:
@@ -343,11 +365,16 @@ def train_arch(
     return model, losses
 
 
+def _crossed(item: data.Scene, rng: np.random.Generator, most: int) -> data.Scene:
+    """The scene with 0..`most` strokes drawn through its digits (as held-out scenes have 0–2 distractors)."""
+    return augment.cross_digits(item, rng, int(rng.integers(0, most + 1)))
+
+
 def _stage_data(
     arch: str, stage: TrainPlan, seed: int, pool: list[data.Scene]
 ) -> tuple[Iterator[object], Callable[[nn.Module, object], torch.Tensor]]:
     """One stage's endless batches and loss function."""
-    if arch == "demo_digits_cls":
+    if arch in DIGIT_TARGETS:
         return digit_batches(stage.batch_size, seed, stage.distort), classification_loss  # type: ignore[return-value]
     batches = scene_batches(pool, stage.batch_size, seed)
     if arch == "demo_digits_seg":
@@ -365,7 +392,7 @@ def save_weights(model: nn.Module, path: Path) -> None:
 
 def load_trained(arch: str, path: Path | None = None) -> nn.Module:
     """The demo model with its trained weights (strict key match), in eval mode."""
-    model = get_arch(arch).factory()
+    model = _factory(arch)()
     model.load_state_dict(load_file(str(path or weights_path(arch))), strict=True)
     return model.eval()
 

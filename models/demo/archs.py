@@ -22,16 +22,20 @@ CLS_INPUT_SIZE = 48
 # Scenes: canvases of SCENE_HW; inputs keep the aspect ratio within (128, 128) and pad to 32.
 SCENE_HW = (128, 128)
 
-CLS_CONFIG = PaCaConfig(
+# The scene models' pre-training: a digit classifier of BACKBONE_CONFIG, trained on the digits by `paca
+# train-demo` and committed (`demo_digits_backbone.safetensors`), whose PaCa body the segmenter and the
+# detector start from — the demo's stand-in for ImageNet pre-training (see demo.train). Not served: the
+# served classifier is trained on its own, so it can improve without retraining the scene models.
+BACKBONE_PRETRAINING = "demo_digits_backbone"
+BACKBONE_CONFIG = PaCaConfig(
     embed_dims=(64, 128, 192, 256),
     depths=(1, 2, 3, 1),
     num_heads=(2, 4, 8, 8),
     clusters=(8, 8, 4, 0),
     num_classes=10,
 )
-# The scene models share the classifier's backbone configuration: they start from its trained weights,
-# the demo's stand-in for ImageNet pre-training (see demo.train).
-SCENE_BACKBONE = dataclasses.replace(CLS_CONFIG, num_classes=0)
+SCENE_BACKBONE = dataclasses.replace(BACKBONE_CONFIG, num_classes=0)
+CLS_CONFIG = BACKBONE_CONFIG
 SEG_NUM_CLASSES = 11  # background + ten digits
 SEG_CHANNELS = 64
 DET_NUM_CLASSES = 10
@@ -86,7 +90,7 @@ SERVED_NAMES = {
 
 
 def weights_path(arch: str) -> Path:
-    """Committed safetensors weights of a demo arch."""
+    """Committed safetensors weights of a demo arch (or of BACKBONE_PRETRAINING)."""
     return WEIGHTS_DIR / f"{arch}.safetensors"
 
 
@@ -94,6 +98,13 @@ def _build_classifier():
     from models.paca_vit import PaCaViT
 
     return PaCaViT(CLS_CONFIG)
+
+
+def build_backbone_pretraining():
+    """The untrained digit classifier whose trained body the scene models adopt (BACKBONE_PRETRAINING)."""
+    from models.paca_vit import PaCaViT
+
+    return PaCaViT(BACKBONE_CONFIG)
 
 
 def _build_tiny_classifier():

@@ -77,3 +77,50 @@ def test_resize_scene_matches_the_service_size_rule():
     assert resized.image.shape == (77, 128, 3)
     assert len(resized.labels) == len(item.labels)
     np.testing.assert_allclose(resized.boxes, item.boxes * 0.8, atol=1.5)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_crossing_strokes_run_through_digits_beneath_their_ink(index):
+    item = augment.training_scene(index)
+    crossed = augment.cross_digits(item, np.random.default_rng(index), strokes=1)
+    assert np.array_equal(crossed.semantic_map(), item.semantic_map())  # targets unchanged
+    ink = item.masks.any(axis=0)
+    assert np.array_equal(crossed.image[ink], item.image[ink])  # drawn beneath the digits
+    changed = np.abs(crossed.image.astype(int) - item.image.astype(int)).max(axis=-1) > 0
+    assert changed.any()
+    # The stroke passes through a digit pixel: some changed pixel lies within 2 px of the digits' ink.
+    padded = np.pad(ink, 2)
+    near_ink = np.zeros_like(ink)
+    for dy in range(5):
+        for dx in range(5):
+            near_ink |= padded[dy : dy + ink.shape[0], dx : dx + ink.shape[1]]
+    assert (changed & near_ink).any()
+    again = augment.cross_digits(item, np.random.default_rng(index), strokes=1)
+    assert np.array_equal(again.image, crossed.image)  # a pure function of the generator
+
+
+def test_a_stage_with_crossing_strokes_trains_on_crossed_scenes(monkeypatch):
+    """`TrainPlan.crossing_strokes` crosses the pool scenes (0..n strokes each) for that stage only, from the
+    stage's own seed."""
+    pytest.importorskip("models.segmentation.segmentor")
+    from demo import train
+
+    seen: list[list[data.Scene]] = []
+    real_loss = train.segmentation_loss
+
+    def record(model, batch, small_digit_power=0.0):
+        seen.append(batch)
+        return real_loss(model, batch, small_digit_power)
+
+    monkeypatch.setattr(train, "segmentation_loss", record)
+    crossed = train.TrainPlan(steps=1, batch_size=2, learning_rate=1e-4, warmup_steps=1, crossing_strokes=2)
+    plan = train.TrainPlan(steps=1, batch_size=2, learning_rate=1e-4, warmup_steps=1, train_scenes=2, then=crossed)
+    train.train_arch("demo_digits_seg", seed=5, plan=plan)
+    pool = [augment.training_scene(index, 5) for index in range(2)]
+    first, second = seen
+    assert {item.image.tobytes() for item in first} == {item.image.tobytes() for item in pool}
+    expected = set()
+    for index, item in enumerate(pool):
+        rng = np.random.default_rng((6, 4, index))
+        expected.add(augment.cross_digits(item, rng, int(rng.integers(0, 3))).image.tobytes())
+    assert {item.image.tobytes() for item in second} == expected

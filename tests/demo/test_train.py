@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from demo import data, train
 from demo.train import TrainPlan
+from models.demo.archs import BACKBONE_PRETRAINING
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -166,3 +167,34 @@ def test_follow_on_stage_trains_on_from_the_first_and_reports_every_step():
     assert first_losses == losses[:2]
     pairs = zip(staged.state_dict().values(), first_only.state_dict().values(), strict=True)
     assert any(not torch.equal(a, b) for a, b in pairs), "the second stage should have moved the weights"
+
+
+def test_scene_models_build_on_the_pretrained_body_trained_before_them():
+    """The scene models adopt BACKBONE_PRETRAINING, not the served classifier (which can then be retrained
+    alone), and `paca train-demo` trains that body first."""
+    for arch in ("demo_digits_seg", "demo_digits_det"):
+        assert train.PLANS[arch].backbone_from == BACKBONE_PRETRAINING
+        assert train.TRAINING_ORDER.index(BACKBONE_PRETRAINING) < train.TRAINING_ORDER.index(arch)
+    assert train.PLANS["demo_digits_cls"].backbone_from is None
+
+
+def test_ensure_trains_the_pretrained_body_only_when_its_weights_are_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "weights_path", lambda arch: tmp_path / f"{arch}.safetensors")
+    assert train.training_chain("demo_digits_seg") == [BACKBONE_PRETRAINING, "demo_digits_seg"]
+    assert train.training_chain("demo_digits_cls") == ["demo_digits_cls"]
+    (tmp_path / f"{BACKBONE_PRETRAINING}.safetensors").touch()
+    assert train.training_chain("demo_digits_det") == ["demo_digits_det"]
+
+
+def test_pretrained_body_trains_on_digits_and_fits_the_scene_models(tmp_path):
+    """A quick run of the pre-training target gives a digit classifier whose body (head dropped) loads
+    strictly into the segmenter, as `train_arch` does from the saved file."""
+    pytest.importorskip("models.segmentation.segmentor")
+    plan = TrainPlan(steps=2, batch_size=8, learning_rate=1e-3, warmup_steps=1, distort=True)
+    model, losses = train.train_arch(BACKBONE_PRETRAINING, seed=0, plan=plan)
+    assert len(losses) == 2 and model.head.out_features == 10
+    train.save_weights(model, tmp_path / f"{BACKBONE_PRETRAINING}.safetensors")
+    segmenter = train.build_untrained("demo_digits_seg", seed=0)
+    train.adopt_backbone(segmenter, tmp_path / f"{BACKBONE_PRETRAINING}.safetensors", freeze=False)
+    for name, value in train.paca_body(segmenter).state_dict().items():
+        torch.testing.assert_close(value, model.state_dict()[name].half().float(), rtol=0, atol=0)
