@@ -22,7 +22,6 @@ TRAIN_DIGIT_COUNTS = (1, 7)
 NON_SQUARE_SHARE = 0.35
 JPEG_SHARE = 0.3
 _STREAM = 3  # random stream of the variation choices (data uses 0–2)
-CROSSING_HALF_LENGTH = (10.0, 60.0)  # px either side of the digit pixel a crossing stroke passes through
 
 
 def fit_within(hw: tuple[int, int], bound: tuple[int, int]) -> tuple[int, int]:
@@ -51,29 +50,6 @@ def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     return np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-
-
-def cross_digits(item: data.Scene, rng: np.random.Generator, strokes: int) -> data.Scene:
-    """`strokes` distractor strokes drawn through the digits, beneath their ink (as a held-out distractor lies
-    under a digit that lands on it). Random strokes seldom cross a digit; a crossed "5" then reads as an "8"
-    unless the model has learnt that a digit is its own colour. Labels and masks are unchanged."""
-    if len(item.masks) == 0 or strokes == 0:
-        return item
-    ink = item.masks.any(axis=0)
-    hw = ink.shape
-    canvas = item.image.astype(np.float32)
-    background_luminance = float(data.luminance(canvas[~ink].mean(axis=0)))
-    for _ in range(strokes):
-        rows, cols = np.nonzero(item.masks[int(rng.integers(len(item.masks)))])
-        through = int(rng.integers(len(rows)))
-        angle, half = rng.uniform(0, np.pi), rng.uniform(*CROSSING_HALF_LENGTH)
-        dx, dy = half * np.cos(angle), half * np.sin(angle)
-        x, y = float(cols[through]), float(rows[through])
-        alpha = data.stroke_alpha(hw, (x - dx, y - dy), (x + dx, y + dy), rng.uniform(0.4, 0.9)) * ~ink
-        colour = data.foreground_colour(rng, background_luminance)
-        canvas = canvas * (1.0 - alpha[..., None]) + alpha[..., None] * colour
-    image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
-    return data.Scene(image, item.boxes, item.labels, item.masks)
 
 
 @cache

@@ -57,7 +57,7 @@ def _rng(seed: int, split: Split, index: int, stream: int) -> np.random.Generato
     return np.random.default_rng((seed, _SPLIT_CODES[split], stream, index))
 
 
-def luminance(rgb: np.ndarray) -> np.ndarray:
+def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -75,11 +75,11 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return image
 
 
-def foreground_colour(rng: np.random.Generator, background_luminance: float) -> np.ndarray:
+def _foreground_colour(rng: np.random.Generator, background_luminance: float) -> np.ndarray:
     """A random colour that differs from the background luminance by at least MIN_CONTRAST."""
     for _ in range(100):
         colour = rng.uniform(0, 255, size=3).astype(np.float32)
-        if abs(float(luminance(colour)) - background_luminance) >= MIN_CONTRAST:
+        if abs(float(_luminance(colour)) - background_luminance) >= MIN_CONTRAST:
             return colour
     return np.full(3, 255.0 if background_luminance < 128 else 0.0, dtype=np.float32)
 
@@ -182,7 +182,7 @@ def render_digit(
     alpha = _resize_alpha(ink, height, width)
     top = int(rng.integers(0, side - height + 1))
     left = int(rng.integers(0, side - width + 1))
-    ink_colour = foreground_colour(rng, float(luminance(canvas.mean(axis=(0, 1)))))
+    ink_colour = _foreground_colour(rng, float(_luminance(canvas.mean(axis=(0, 1)))))
     _composite(canvas, alpha, ink_colour, top, left)
     if colour < 1.0:
         plain = np.zeros_like(canvas)
@@ -257,7 +257,7 @@ def render_scene(
     colour, plus a few distractor strokes. `distort_rng` varies each digit's shape (training only)."""
     height, width = hw
     canvas = _background(rng, height, width)
-    background_luminance = float(luminance(canvas.mean(axis=(0, 1))))
+    background_luminance = float(_luminance(canvas.mean(axis=(0, 1))))
     _distractors(canvas, rng, background_luminance)
     occupied = np.zeros(hw, dtype=bool)
     masks, labels = [], []
@@ -280,7 +280,7 @@ def render_scene(
         if mask.sum() < 8:
             continue
         occupied[top : top + digit_h, left : left + digit_w] = True
-        _composite(canvas, alpha, foreground_colour(rng, background_luminance), top, left)
+        _composite(canvas, alpha, _foreground_colour(rng, background_luminance), top, left)
         masks.append(mask)
         labels.append(int(pool_labels[choice]))
     masks_array = np.stack(masks) if masks else np.zeros((0, *hw), dtype=bool)
@@ -291,22 +291,14 @@ def render_scene(
 def _distractors(canvas: np.ndarray, rng: np.random.Generator, background_luminance: float) -> None:
     """Thin straight strokes that are not digits, so 'any ink' is not a digit."""
     height, width = canvas.shape[:2]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     for _ in range(int(rng.integers(0, 3))):
         (x0, x1), (y0, y1) = rng.uniform(0, width, 2), rng.uniform(0, height, 2)
-        alpha = stroke_alpha((height, width), (x0, y0), (x1, y1), rng.uniform(0.4, 0.9))
-        _composite(canvas, alpha, foreground_colour(rng, background_luminance), 0, 0)
-
-
-def stroke_alpha(
-    hw: tuple[int, int], start: tuple[float, float], end: tuple[float, float], strength: float
-) -> np.ndarray:
-    """Alpha matte (hw) of a straight line about 2 px wide from `start` to `end` (x, y), at `strength`."""
-    ys, xs = np.mgrid[0 : hw[0], 0 : hw[1]].astype(np.float32)
-    (x0, y0), (x1, y1) = start, end
-    length = max(np.hypot(x1 - x0, y1 - y0), 1.0)
-    t = np.clip(((xs - x0) * (x1 - x0) + (ys - y0) * (y1 - y0)) / length**2, 0, 1)
-    distance = np.hypot(xs - (x0 + t * (x1 - x0)), ys - (y0 + t * (y1 - y0)))
-    return np.clip(1.5 - distance, 0, 1) * strength
+        length = max(np.hypot(x1 - x0, y1 - y0), 1.0)
+        t = np.clip(((xs - x0) * (x1 - x0) + (ys - y0) * (y1 - y0)) / length**2, 0, 1)
+        distance = np.hypot(xs - (x0 + t * (x1 - x0)), ys - (y0 + t * (y1 - y0)))
+        alpha = np.clip(1.5 - distance, 0, 1) * rng.uniform(0.4, 0.9)
+        _composite(canvas, alpha, _foreground_colour(rng, background_luminance), 0, 0)
 
 
 def scene(split: Split, index: int, seed: int = 0, hw: tuple[int, int] = (128, 128)) -> Scene:

@@ -65,9 +65,6 @@ class TrainPlan:
     # Segmenter: digit pixels weigh (SMALL_DIGIT_AREA / digit area) ** power (clipped to 0.5–3) instead of 1,
     # so a 16-px digit counts about as much as a 56-px one in the loss, as it does in the majority figure.
     small_digit_power: float = 0.0
-    # Scene models: 0..this many extra distractor strokes drawn through each pool scene's digits, beneath their
-    # ink, for this stage (`augment.cross_digits`), so that a crossed digit is still read by its own colour.
-    crossing_strokes: int = 0
     # A follow-on stage: trains on from this stage's weights with a fresh optimiser and schedule (its own
     # steps, learning rate and loss settings) and the next seed's batch order over the same scene pool.
     then: TrainPlan | None = None
@@ -351,11 +348,7 @@ def train_arch(
             if on_step is not None:
                 on_step(done + step, plan.total_steps, loss)
 
-        stage_pool = pool
-        if stage.crossing_strokes:
-            stage_pool = [_crossed(item, np.random.default_rng((stage_seed, 4, index)), stage.crossing_strokes)
-                          for index, item in enumerate(pool)]
-        batches, loss_of = _stage_data(arch, stage, stage_seed, stage_pool)
+        batches, loss_of = _stage_data(arch, stage, stage_seed, pool)
         losses += _optimise(model, stage, batches, loss_of, stage_step)
         stage, stage_seed = stage.then, stage_seed + 1
     if plan.calibration_scenes:
@@ -363,11 +356,6 @@ def train_arch(
         if chosen is not None and on_calibrated is not None:
             on_calibrated(chosen)
     return model, losses
-
-
-def _crossed(item: data.Scene, rng: np.random.Generator, most: int) -> data.Scene:
-    """The scene with 0..`most` strokes drawn through its digits (as held-out scenes have 0–2 distractors)."""
-    return augment.cross_digits(item, rng, int(rng.integers(0, most + 1)))
 
 
 def _stage_data(
