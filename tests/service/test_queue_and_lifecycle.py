@@ -142,7 +142,8 @@ def test_graceful_shutdown_finishes_accepted_requests(artifacts_dir, tmp_path) -
 
 
 def test_ready_only_after_every_model_warmed_up(artifacts_dir, tmp_path) -> None:
-    slow_warmup = {CLASSIFIER: {"warmup": {"count": 30}}}  # 8 batch sizes × 30 runs
+    # 8 batch sizes × 120 runs: seconds of warm-up, so that even a starved client sees it under way.
+    slow_warmup = {CLASSIFIER: {"warmup": {"count": 120}}}
     server = start_server(tmp_path, repository_dict(artifacts_dir, **slow_warmup), wait_ready=False)
     try:
         seen_live_not_ready = False
@@ -165,7 +166,7 @@ def test_ready_only_after_every_model_warmed_up(artifacts_dir, tmp_path) -> None
             time.sleep(0.05)
         assert seen_live_not_ready, "the server should be live (not ready) while warming up"
         wait_until_ready(server)
-        assert "ready after 240 warm-up runs" in server.log()
+        assert "ready after 960 warm-up runs" in server.log()
         response = httpx.post(f"{server.url}/v1/models/{CLASSIFIER}/classify", files={"image": images.png(1)})
         assert response.status_code == 200
     finally:

@@ -158,11 +158,16 @@ def test_same_size_detections_share_batches_and_equal_their_answers_alone(server
 
     before = batches_of_more_than_one()
     requests = [{"url": url, "content": d, "headers": {"Content-Type": "image/jpeg"}} for d in payloads]
-    together = asyncio.run(_post_all(server.url, requests))
+    # On a starved machine (a training job on the other core) one round's requests can reach the server one
+    # by one; up to three rounds, every answer checked in each.
+    for _round in range(3):
+        together = asyncio.run(_post_all(server.url, requests))
+        for response, expected in zip(together, alone, strict=True):
+            assert response.status_code == 200, response.text
+            assert response.json() == expected
+        if batches_of_more_than_one() > before:
+            break
     assert batches_of_more_than_one() > before, "concurrent same-size requests should share runs"
-    for response, expected in zip(together, alone, strict=True):
-        assert response.status_code == 200, response.text
-        assert response.json() == expected
 
 
 def test_detection_without_masks_and_threshold(client: httpx.Client, artifacts_dir) -> None:
