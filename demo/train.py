@@ -78,7 +78,7 @@ PLANS: dict[str, TrainPlan] = {
     BACKBONE_PRETRAINING: TrainPlan(steps=5000, batch_size=64, learning_rate=1e-3, distort=True, ema_decay=0.999),
     "demo_digits_cls": TrainPlan(steps=10000, batch_size=64, learning_rate=1e-3, distort=True, ema_decay=0.999),
     "demo_digits_seg": TrainPlan(
-        steps=12000, batch_size=4, learning_rate=1e-3, warmup_steps=200, train_scenes=4000,
+        steps=12000, batch_size=4, learning_rate=1e-3, warmup_steps=200, train_scenes=12000,
         backbone_from=BACKBONE_PRETRAINING, backbone_lr_scale=0.5, calibration_scenes=calibrate.CALIBRATION_SCENES,
         then=TrainPlan(
             steps=4000, batch_size=4, learning_rate=3e-4, warmup_steps=100, backbone_lr_scale=0.5,
