@@ -206,20 +206,30 @@ def predict_digits(model, images: np.ndarray, batch_size: int = 250) -> np.ndarr
 
 
 def predict_segmentation(model, scenes: Sequence[data.Scene], batch_size: int = 16) -> list[np.ndarray]:
-    """Label maps via the service's post-processing (1/4-resolution logits → original-size argmax)."""
+    """Label maps the way the service makes them: the arch's preprocessing (resize to fit its input bound,
+    normalise, pad to 32), batches of same-size inputs only (the service never pads one image to another's
+    size: PaCa's clustering sees every token), then its post-processing (logits → original-size argmax)."""
     import torch
+    from PIL import Image
 
-    from demo.train import to_input
     from models.postprocess import segmentation_label_map
+    from models.preprocess import preprocess_image
+    from models.registry import get_arch
 
-    maps = []
+    spec = get_arch("demo_digits_seg").preprocess
+    prepared = [preprocess_image(Image.fromarray(item.image), spec) for item in scenes]
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for index, (_, meta) in enumerate(prepared):
+        by_size.setdefault(meta.input_hw, []).append(index)
+    maps: list[np.ndarray] = [np.empty(0)] * len(scenes)
     with torch.inference_mode():
-        for start in range(0, len(scenes), batch_size):
-            chunk = scenes[start : start + batch_size]
-            logits = model(to_input(np.stack([s.image for s in chunk]), "demo_digits_seg")).numpy()
-            for item, scene_logits in zip(chunk, logits, strict=True):
-                hw = item.image.shape[:2]
-                maps.append(segmentation_label_map(scene_logits, hw, hw))
+        for indices in by_size.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                logits = model(torch.from_numpy(np.stack([prepared[i][0] for i in chunk]))).numpy()
+                for index, scene_logits in zip(chunk, logits, strict=True):
+                    meta = prepared[index][1]
+                    maps[index] = segmentation_label_map(scene_logits, meta.resized_hw, meta.original_hw, meta.input_hw)
     return maps
 
 

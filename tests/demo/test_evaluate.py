@@ -56,3 +56,30 @@ def test_majority_label_counts_background_against_the_digit():
     assert evaluate.majority_label_accuracy([label_map], [scene]) == 100.0
     label_map[40:52, 40:46] = 2  # a split digit: the larger share decides
     assert evaluate.majority_label_accuracy([label_map], [scene]) == 50.0
+
+
+def test_segmentation_figures_use_the_served_input_size_and_batch_like_single_images():
+    """`predict_segmentation` runs the segmenter on what the service feeds it (the scene resized to fit
+    SEG_INPUT_HW, padded to 32), batches only inputs of one size as the service does, and keeps the
+    scenes' order: each scene gets the map it gets alone."""
+    import torch
+
+    from demo import augment
+    from demo.train import load_trained
+    from models.demo.archs import SEG_INPUT_HW
+
+    model = load_trained("demo_digits_seg")
+    seen = []
+    hook = model.register_forward_pre_hook(lambda _module, args: seen.append(tuple(args[0].shape)))
+    square = [data.scene("heldout", index) for index in range(2)]
+    wide = augment.resize_scene(data.scene("heldout", 2, hw=(96, 160)), (77, 128))
+    scenes = [square[0], wide, square[1]]
+    torch.set_num_threads(1)
+    together = evaluate.predict_segmentation(model, scenes)
+    alone = [evaluate.predict_segmentation(model, [item])[0] for item in scenes]
+    hook.remove()
+    # 128² → 160², both square scenes in one batch; 77×128 → 96×160 (already a multiple of 32), alone.
+    assert sorted(seen[:2]) == [(1, 3, 96, 160), (2, 3, *SEG_INPUT_HW)]
+    for batched, single, item in zip(together, alone, scenes, strict=True):
+        assert batched.shape == item.image.shape[:2]
+        assert (batched == single).mean() > 0.9999

@@ -198,3 +198,16 @@ def test_pretrained_body_trains_on_digits_and_fits_the_scene_models(tmp_path):
     train.adopt_backbone(segmenter, tmp_path / f"{BACKBONE_PRETRAINING}.safetensors", freeze=False)
     for name, value in train.paca_body(segmenter).state_dict().items():
         torch.testing.assert_close(value, model.state_dict()[name].half().float(), rtol=0, atol=0)
+
+
+def test_to_input_resizes_like_the_service():
+    """The classifier's training and evaluation inputs are exactly what the service feeds it."""
+    from PIL import Image
+
+    from models.preprocess import preprocess_image
+    from models.registry import get_arch
+
+    images = data.digit_images("heldout")[0][:3]
+    spec = get_arch("demo_digits_cls").preprocess
+    served = torch.from_numpy(np.stack([preprocess_image(Image.fromarray(image), spec)[0] for image in images]))
+    torch.testing.assert_close(train.to_input(images, "demo_digits_cls"), served, rtol=0, atol=1e-5)
