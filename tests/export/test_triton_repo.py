@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from export.metadata import ArtifactMetadata, write_metadata
 from export.tensorrt.manifest import EngineManifest, write_manifest
 from export.tensorrt.profiles import ShapeProfile
+from models.demo.archs import SEG_INPUT_HW
 from models.registry import get_arch
 from service.cli import app
 from tests.support.paths import REPO_ROOT
@@ -125,7 +126,7 @@ def test_dense_and_detection_repositories_with_engine(tmp_path):
     engine = tmp_path / "seg.plan"
     engine.write_bytes(b"PLAN")
     write_manifest(engine, EngineManifest("10.13.3.9", "NVIDIA H100", "9.0", "fp16",
-                                          (ShapeProfile((1, 3, 32, 32), (8, 3, 128, 128), (16, 3, 128, 128)),),
+                                          (ShapeProfile((1, 3, 32, 32), (8, 3, 160, 160), (16, 3, 160, 160)),),
                                           "00" * 32, "seg.onnx"))
     repo = tmp_path / "repo"
     runner = CliRunner()
@@ -137,7 +138,8 @@ def test_dense_and_detection_repositories_with_engine(tmp_path):
     assert seg_trt["input"][0]["dims"] == ["3", "-1", "-1"]
     assert seg_trt["default_model_filename"] == "model.plan" and seg_trt["cc_model_filenames"] == {"9.0": "model.plan"}
     assert seg_trt["parameters"]["execution_context_allocation_strategy"]["string_value"] == "ON_PROFILE_CHANGE"
-    assert seg_trt["model_warmup"][0]["inputs"]["pixel_values"]["dims"] == ["3", "128", "128"]  # keep-ratio size
+    # Warm-up at the landscape size of the preprocessing bound (the demo segmenter: 160×160).
+    assert seg_trt["model_warmup"][0]["inputs"]["pixel_values"]["dims"] == ["3", *map(str, SEG_INPUT_HW)]
     assert (repo / "demo_digits_seg_trt" / "1" / "model.plan").read_bytes() == b"PLAN"
     assert (repo / "demo_digits_seg_trt" / "1" / "model.plan.json").is_file()
     # Detection batches like the others (images of one padded size); the batch-only count is Triton's
